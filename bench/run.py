@@ -1,0 +1,824 @@
+#!/usr/bin/env python
+"""Conveyor benchmark on SQLite: throughput, send-to-start latency, worker memory.
+
+    .venv/bin/python bench/run.py                 # full run (N=20000), about 1-2 minutes
+    .venv/bin/python bench/run.py --quick         # smoke test, < 20 s
+    .venv/bin/python bench/run.py --n 50000 --workers 1,2,4 --json out.json
+    .venv/bin/python bench/run.py --profile /tmp/prof   # py-spy profile of 1 worker on one-step
+
+Every scenario gets a fresh SQLite file in a temporary directory. Worker
+*processes* are started the way an operator would start them (``conveyor worker
+bench/apps.py:app ...``) and stopped with SIGTERM. Progress is read straight from
+the SQLite file (read-only connection, every 20 ms), never through the SDK, so
+the observer costs the workers as little as possible. See bench/README.md.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import importlib.util
+import json
+import math
+import os
+import platform
+import re
+import shutil
+import signal
+import sqlite3
+import subprocess
+import sys
+import tempfile
+import time
+from collections import Counter
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parent.parent
+APPS = ROOT / "bench" / "apps.py"
+POLL = 0.020  # seconds between progress reads
+
+# Targets from the issue: 2-core machine, 2 worker processes, SQLite.
+TARGET_ONE = 5000.0  # one-step runs/s
+TARGET_THREE = 1500.0  # three-step runs/s
+TARGET_P50_MS = 1.0  # send-to-start
+TARGET_P99_MS = 5.0
+
+
+# --------------------------------------------------------------------------- helpers
+
+
+def die(msg: str) -> None:
+    print(f"bench: {msg}", file=sys.stderr)
+    raise SystemExit(2)
+
+
+def check_core() -> None:
+    try:
+        import conveyor
+
+        conveyor.Conveyor  # noqa: B018
+        conveyor.Event  # noqa: B018
+    except Exception as exc:  # pragma: no cover - depends on the state of src/
+        die(f"the conveyor core is not importable yet ({type(exc).__name__}: {exc})")
+
+
+def machine_info(tmpdir: Path) -> dict[str, Any]:
+    info: dict[str, Any] = {
+        "nproc": len(os.sched_getaffinity(0)),
+        "cpu": platform.processor() or platform.machine(),
+        "python": platform.python_version(),
+        "sqlite": sqlite3.sqlite_version,
+        "platform": platform.platform(terse=True),
+    }
+    with contextlib.suppress(OSError):
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                info["cpu"] = line.split(":", 1)[1].strip()
+                break
+    with contextlib.suppress(OSError):
+        for line in Path("/proc/meminfo").read_text().splitlines():
+            if line.startswith("MemTotal"):
+                info["mem_gib"] = round(int(line.split()[1]) / 1024 / 1024, 1)
+    with contextlib.suppress(Exception):
+        from importlib.metadata import version
+
+        info["conveyor"] = version("conveyor")
+    with contextlib.suppress(Exception):
+        out = subprocess.run(
+            ["stat", "-f", "-c", "%T", str(tmpdir)], capture_output=True, text=True, timeout=5
+        )
+        info["tmp_fs"] = f"{tmpdir} ({out.stdout.strip()})"
+    with contextlib.suppress(Exception):
+        rev = subprocess.run(
+            ["git", "-C", str(ROOT), "rev-parse", "--short", "HEAD"],
+            capture_output=True,
+            text=True,
+            timeout=5,
+        )
+        info["git"] = rev.stdout.strip() or "(no commit)"
+    return info
+
+
+_loaded = 0
+
+
+def load_app(url: str, style: str) -> Any:
+    """A fresh copy of bench/apps.py bound to ``url`` (the module reads the env var)."""
+    global _loaded
+    _loaded += 1
+    os.environ["CONVEYOR_DATABASE_URL"] = url
+    os.environ["BENCH_STYLE"] = style
+    spec = importlib.util.spec_from_file_location(f"_bench_apps_{_loaded}", APPS)
+    assert spec and spec.loader
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module.app
+
+
+_cli_ok: bool | None = None
+
+
+def cli_prefix() -> list[str]:
+    """The ``conveyor`` command: the venv's console script, else its entry point via -c."""
+    script = Path(sys.executable).parent / "conveyor"
+    if script.exists():
+        return [str(script)]
+    return [sys.executable, "-c", "from conveyor.cli.main import entrypoint; entrypoint()"]
+
+
+def cli_available() -> bool:
+    """True when ``conveyor worker --help`` works and knows --concurrency."""
+    global _cli_ok
+    if _cli_ok is None:
+        try:
+            out = subprocess.run(
+                [*cli_prefix(), "worker", "--help"],
+                capture_output=True,
+                text=True,
+                timeout=60,
+                cwd=ROOT,
+            )
+            _cli_ok = out.returncode == 0 and "--concurrency" in out.stdout
+        except Exception:
+            _cli_ok = False
+    return _cli_ok
+
+
+def worker_cmd(url: str, concurrency: int) -> list[str]:
+    if cli_available():
+        return [
+            *cli_prefix(),
+            "worker",
+            f"{APPS}:app",
+            "--database",
+            url,
+            "--concurrency",
+            str(concurrency),
+        ]
+    code = (
+        "import importlib.util\n"
+        f"spec = importlib.util.spec_from_file_location('bench_apps', {str(APPS)!r})\n"
+        "m = importlib.util.module_from_spec(spec); spec.loader.exec_module(m)\n"
+        f"m.app.worker(concurrency={concurrency}).run()\n"
+    )
+    return [sys.executable, "-c", code]
+
+
+def percentile(values: list[float], q: float) -> float:
+    """Nearest-rank percentile (q in 0..100)."""
+    s = sorted(values)
+    if not s:
+        return math.nan
+    k = max(0, min(len(s) - 1, math.ceil(q / 100 * len(s)) - 1))
+    return s[k]
+
+
+class Worker:
+    """One worker process, its log, and its memory high-water mark."""
+
+    def __init__(self, url: str, concurrency: int, log: Path, style: str) -> None:
+        env = dict(os.environ, CONVEYOR_DATABASE_URL=url, BENCH_STYLE=style, PYTHONUNBUFFERED="1")
+        self.log_path = log
+        self._log = open(log, "wb")  # noqa: SIM115
+        self.proc = subprocess.Popen(
+            worker_cmd(url, concurrency),
+            cwd=ROOT,
+            env=env,
+            stdin=subprocess.DEVNULL,
+            stdout=self._log,
+            stderr=subprocess.STDOUT,
+        )
+        self.pid = self.proc.pid
+
+    def alive(self) -> bool:
+        return self.proc.poll() is None
+
+    def peak_rss_kib(self) -> int | None:
+        """VmHWM of the worker and of any child process it started."""
+        total = 0
+        found = False
+        for pid in [self.pid, *_children(self.pid)]:
+            with contextlib.suppress(OSError):
+                for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+                    if line.startswith("VmHWM:"):
+                        total += int(line.split()[1])
+                        found = True
+        return total if found else None
+
+    def stop(self, grace: float = 30.0) -> tuple[int | None, float]:
+        """SIGTERM, wait; SIGKILL after ``grace``. Returns (exit code, seconds to exit)."""
+        t = time.perf_counter()
+        if self.alive():
+            self.proc.send_signal(signal.SIGTERM)
+        try:
+            rc: int | None = self.proc.wait(timeout=grace)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait()
+            rc = None  # had to be killed
+        self._log.close()
+        return rc, time.perf_counter() - t
+
+    def tail(self, lines: int = 25) -> str:
+        with contextlib.suppress(OSError):
+            return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-lines:])
+        return ""
+
+
+def _children(pid: int) -> list[int]:
+    kids = []
+    with contextlib.suppress(OSError):
+        for task in Path(f"/proc/{pid}/task").iterdir():
+            with contextlib.suppress(OSError):
+                kids += [int(c) for c in (task / "children").read_text().split()]
+    return kids
+
+
+class Progress:
+    """Read-only view of the runs table (``conveyor_runs``) of one SQLite file."""
+
+    TABLES = ("conveyor_runs", "runs")
+
+    def __init__(self, db: Path) -> None:
+        self.db = db
+        self.conn: sqlite3.Connection | None = None
+        self.table = ""
+
+    def _connect(self) -> sqlite3.Connection:
+        if self.conn is None:
+            conn = sqlite3.connect(f"file:{self.db}?mode=ro", uri=True, timeout=5.0)
+            for table in self.TABLES:
+                cols = {r[1] for r in conn.execute(f"PRAGMA table_info({table})")}
+                if "status" in cols:
+                    self.table = table
+                    break
+            else:
+                tables = [r[0] for r in conn.execute("SELECT name FROM sqlite_master")]
+                conn.close()
+                raise sqlite3.OperationalError(f"no such table: runs (tables: {tables})")
+            self.conn = conn
+        return self.conn
+
+    def count(self, statuses: tuple[str, ...]) -> int:
+        marks = ",".join("?" * len(statuses))
+        err: Exception | None = None
+        for _ in range(200):
+            try:
+                conn = self._connect()
+                sql = f"SELECT count(*) FROM {self.table} WHERE status IN ({marks})"
+                return int(conn.execute(sql, statuses).fetchone()[0])
+            except sqlite3.OperationalError as exc:  # busy, or the schema is not there yet
+                err = exc
+                if "no such table" in str(exc):
+                    self.close()
+                time.sleep(0.01)
+        raise RuntimeError(f"could not read {self.db}: {err}")
+
+    def completed(self) -> int:
+        return self.count(("completed",))
+
+    def failed(self) -> int:
+        return self.count(("failed", "cancelled"))
+
+    def close(self) -> None:
+        if self.conn is not None:
+            self.conn.close()
+            self.conn = None
+
+
+# --------------------------------------------------------------------------- scenarios
+
+
+@dataclass
+class Throughput:
+    kind: str  # "one" | "three"
+    workers: int
+    n: int
+    load_s: float = math.nan  # send_many of all N events (not timed in the rate)
+    elapsed_s: float = math.nan  # worker start -> N completed
+    rate: float = math.nan  # N / elapsed_s
+    steady_rate: float = math.nan  # between 5% and 95% completed
+    first_s: float = math.nan  # worker start -> first completed run
+    peak_rss_mib: list[float] = field(default_factory=list)
+    exit_codes: list[int | None] = field(default_factory=list)
+    stop_s: float = math.nan
+    failed: int = 0
+    error: str | None = None
+
+
+@dataclass
+class Latency:
+    events: int
+    spacing_ms: float
+    p50_ms: float = math.nan
+    p99_ms: float = math.nan
+    mean_ms: float = math.nan
+    max_ms: float = math.nan
+    send_p50_ms: float = math.nan  # app.send() duration (part of the latency)
+    pickup_p50_ms: float = math.nan  # send() returned -> step body started
+    pickup_p99_ms: float = math.nan
+    peak_rss_mib: float = math.nan
+    exit_code: int | None = None
+    error: str | None = None
+
+
+def _mib(kib: int | None) -> float:
+    return math.nan if kib is None else round(kib / 1024, 1)
+
+
+def _send_bulk(app: Any, name: str, n: int, chunk: int = 1000) -> float:
+    from conveyor import Event
+
+    t = time.perf_counter()
+    for start in range(0, n, chunk):
+        app.send_many(
+            [Event(name=name, data={"i": i}) for i in range(start, min(n, start + chunk))]
+        )
+    return time.perf_counter() - t
+
+
+def run_throughput(
+    kind: str,
+    n: int,
+    workers: int,
+    args: argparse.Namespace,
+    tmp: Path,
+    profile_out: Path | None = None,
+) -> Throughput:
+    res = Throughput(kind=kind, workers=workers, n=n)
+    tag = f"{kind}-w{workers}" + ("-profile" if profile_out else "")
+    db = tmp / f"{tag}.db"
+    url = f"sqlite:///{db}"  # db is absolute: sqlite:////tmp/...
+    app = load_app(url, args.style)
+    try:
+        res.load_s = _send_bulk(app, f"bench.{kind}", n)
+    finally:
+        app.close()
+
+    prog = Progress(db)
+    procs: list[Worker] = []
+    spy: subprocess.Popen[bytes] | None = None
+    samples: list[tuple[float, int]] = []
+    try:
+        t0 = time.perf_counter()
+        procs = [
+            Worker(url, args.concurrency, tmp / f"{tag}-worker{i}.log", args.style)
+            for i in range(workers)
+        ]
+        last_change, last = t0, -1
+        next_fail_check = t0 + 0.5
+        while True:
+            time.sleep(POLL)
+            now = time.perf_counter()
+            done = prog.completed()
+            samples.append((now - t0, done))
+            if done >= n:
+                break
+            if profile_out is not None and spy is None and done > 0:
+                # attach once the worker is past its imports: profile the steady state only
+                spy = subprocess.Popen(
+                    [
+                        str(_py_spy()),
+                        "record",
+                        "--pid",
+                        str(procs[0].pid),
+                        "-r",
+                        str(args.profile_rate),
+                        "-f",
+                        "raw",
+                        "-o",
+                        str(profile_out),
+                    ],
+                    stdout=subprocess.DEVNULL,
+                    stderr=subprocess.PIPE,
+                )
+            if done != last:
+                last, last_change = done, now
+            if now >= next_fail_check:
+                next_fail_check = now + 0.5
+                res.failed = prog.failed()
+                if res.failed and done + res.failed >= n:
+                    res.error = f"{res.failed} runs failed"
+                    break
+            if not any(w.alive() for w in procs):
+                res.error = "all workers exited"
+                break
+            if now - last_change > args.stall:
+                res.error = f"no progress for {args.stall:.0f} s ({done}/{n} completed)"
+                break
+        res.failed = prog.failed()
+        if res.error is None:
+            res.elapsed_s = samples[-1][0]
+            res.rate = n / res.elapsed_s
+            res.first_s = next(t for t, c in samples if c > 0)
+            lo = next((t, c) for t, c in samples if c >= 0.05 * n)
+            hi = next((t, c) for t, c in samples if c >= 0.95 * n)
+            if hi[0] > lo[0]:
+                res.steady_rate = (hi[1] - lo[1]) / (hi[0] - lo[0])
+        if spy is not None:
+            spy.send_signal(signal.SIGINT)  # py-spy writes its output on SIGINT
+            try:
+                _, err = spy.communicate(timeout=60)
+            except subprocess.TimeoutExpired:
+                spy.kill()
+                _, err = spy.communicate()
+            if not profile_out.exists():
+                print(err.decode(errors="replace"), file=sys.stderr)
+    finally:
+        prog.close()
+        res.peak_rss_mib = [_mib(w.peak_rss_kib()) for w in procs]
+        t_stop = time.perf_counter()
+        for w in procs:
+            if w.alive():
+                w.proc.send_signal(signal.SIGTERM)
+        for w in procs:
+            rc, _ = w.stop()
+            res.exit_codes.append(rc)
+        res.stop_s = time.perf_counter() - t_stop
+        if res.error:
+            for i, w in enumerate(procs):
+                print(f"--- worker {i} log ({w.log_path}) ---\n{w.tail()}", file=sys.stderr)
+    return res
+
+
+def run_latency(args: argparse.Namespace, tmp: Path) -> Latency:
+    res = Latency(events=args.latency_events, spacing_ms=args.latency_spacing_ms)
+    db = tmp / "latency.db"
+    url = f"sqlite:///{db}"
+    app = load_app(url, args.style)
+    prog = Progress(db)
+    worker: Worker | None = None
+    try:
+        app.migrate()  # schema in place before the worker and the observer look at it
+        worker = Worker(url, args.concurrency, tmp / "latency-worker.log", args.style)
+        # Warm up: the worker has imported everything and served a few runs.
+        warm = args.latency_warmup
+        for _ in range(warm):
+            app.send("bench.latency", data={"t0": time.time(), "warmup": True})
+        deadline = time.perf_counter() + args.stall
+        while prog.completed() < warm:
+            if time.perf_counter() > deadline or not worker.alive():
+                res.error = "warm-up runs did not complete"
+                return res
+            time.sleep(POLL)
+        time.sleep(args.idle)  # let the worker go idle
+
+        spacing = args.latency_spacing_ms / 1000
+        sent: list[tuple[str, float, float]] = []  # (event id, t0, send returned)
+        next_t = time.perf_counter()
+        for _ in range(args.latency_events):
+            delay = next_t - time.perf_counter()
+            if delay > 0:
+                time.sleep(delay)
+            next_t += spacing
+            t0 = time.time()
+            eid = app.send("bench.latency", data={"t0": t0})
+            sent.append((eid, t0, time.time()))
+
+        total = warm + len(sent)
+        deadline = time.perf_counter() + args.stall
+        while prog.completed() < total:
+            if time.perf_counter() > deadline or not worker.alive():
+                res.error = f"only {prog.completed() - warm}/{len(sent)} latency runs completed"
+                return res
+            time.sleep(POLL)
+
+        lat, send_ms, pickup = [], [], []
+        for eid, t0, t_sent in sent:
+            runs = app.runs_for_event(eid)
+            if len(runs) != 1 or not isinstance(runs[0].output, dict):
+                res.error = f"unexpected runs for event {eid}: {runs!r}"
+                return res
+            started = runs[0].output["started"]
+            lat.append((started - t0) * 1000)
+            send_ms.append((t_sent - t0) * 1000)
+            pickup.append((started - t_sent) * 1000)
+        res.p50_ms, res.p99_ms = percentile(lat, 50), percentile(lat, 99)
+        res.mean_ms, res.max_ms = sum(lat) / len(lat), max(lat)
+        res.send_p50_ms = percentile(send_ms, 50)
+        res.pickup_p50_ms, res.pickup_p99_ms = percentile(pickup, 50), percentile(pickup, 99)
+        return res
+    finally:
+        prog.close()
+        app.close()
+        if worker is not None:
+            res.peak_rss_mib = _mib(worker.peak_rss_kib())
+            res.exit_code, _ = worker.stop()
+            if res.error:
+                print(f"--- worker log ({worker.log_path}) ---\n{worker.tail()}", file=sys.stderr)
+
+
+# --------------------------------------------------------------------------- profile
+
+
+def _py_spy() -> Path:
+    for cand in (Path(sys.executable).parent / "py-spy", shutil.which("py-spy")):
+        if cand and Path(cand).exists():
+            return Path(cand)
+    die("py-spy not found: .venv/bin/pip install py-spy")
+    raise AssertionError
+
+
+_FRAME = re.compile(r"^(?P<func>.*) \((?P<file>[^()]*?)(?::\d+)?\)$")
+
+
+def summarize_profile(raw: Path, top: int = 25) -> dict[str, Any]:
+    """Self and inclusive time per function from py-spy's raw (collapsed) output."""
+    self_t: Counter[str] = Counter()
+    incl: Counter[str] = Counter()
+    by_file: Counter[str] = Counter()
+    total = 0
+    for line in raw.read_text().splitlines():
+        stack, _, count = line.rpartition(" ")
+        if not stack or not count.isdigit():
+            continue
+        c = int(count)
+        total += c
+        names = []
+        for fr in stack.split(";"):
+            m = _FRAME.match(fr)
+            names.append(f"{m['func']} ({m['file']})" if m else fr)
+        self_t[names[-1]] += c
+        m = _FRAME.match(stack.split(";")[-1])
+        by_file[m["file"] if m else "?"] += c
+        for nm in set(names):
+            incl[nm] += c
+    # Time charged to the innermost conveyor frame (what conveyor code is responsible for,
+    # including the library calls it makes: sqlite3, json, threading...).
+    owner: Counter[str] = Counter()
+    for line in raw.read_text().splitlines():
+        stack, _, count = line.rpartition(" ")
+        if not stack or not count.isdigit():
+            continue
+        frames = stack.split(";")
+        mine = [f for f in frames if "conveyor/" in f and "bench/" not in f]
+        key = mine[-1] if mine else "(outside conveyor)"
+        m = _FRAME.match(key)
+        owner[f"{m['func']} ({m['file']})" if m else key] += int(count)
+
+    def pct(cnt: Counter[str]) -> list[tuple[str, float]]:
+        return [(k, 100 * v / total) for k, v in cnt.most_common(top)] if total else []
+
+    conveyor_incl = Counter({k: v for k, v in incl.items() if "conveyor/" in k})
+    return {
+        "samples": total,
+        "self": pct(self_t),
+        "owner": pct(owner),
+        "inclusive_conveyor": pct(conveyor_incl),
+        "self_by_file": pct(by_file),
+    }
+
+
+# --------------------------------------------------------------------------- output
+
+
+def _fmt(x: float, nd: int = 0) -> str:
+    return "—" if x is None or (isinstance(x, float) and math.isnan(x)) else f"{x:,.{nd}f}"
+
+
+def _verdict(ok: bool | None) -> str:
+    return "" if ok is None else ("PASS" if ok else "MISS")
+
+
+def render(
+    info: dict[str, Any], thr: list[Throughput], lat: Latency | None, args: argparse.Namespace
+) -> None:
+    rows = []
+    for r in thr:
+        target = TARGET_ONE if r.kind == "one" else TARGET_THREE
+        ok = None if r.workers != 2 or r.error else r.rate >= target
+        rows.append(
+            [
+                f"{r.kind}-step" if r.kind == "one" else "three-step",
+                str(r.workers),
+                f"{r.n:,}",
+                _fmt(r.load_s, 2),
+                _fmt(r.elapsed_s, 2),
+                _fmt(r.rate),
+                _fmt(r.steady_rate),
+                _fmt(r.first_s, 2),
+                " + ".join(_fmt(m, 1) for m in r.peak_rss_mib) or "—",
+                f"≥{target:,.0f}" if r.workers == 2 else "",
+                _verdict(ok) if not r.error else f"ERROR: {r.error}",
+            ]
+        )
+    head = [
+        "scenario",
+        "workers",
+        "N",
+        "load s",
+        "elapsed s",
+        "runs/s",
+        "steady runs/s",
+        "1st run s",
+        "peak RSS MiB",
+        "target (2 w)",
+        "",
+    ]
+    lrows = []
+    if lat is not None:
+        lrows = [
+            [
+                "send→start p50",
+                _fmt(lat.p50_ms, 2),
+                f"≤{TARGET_P50_MS:g} ms",
+                _verdict(None if lat.error else lat.p50_ms <= TARGET_P50_MS),
+            ],
+            [
+                "send→start p99",
+                _fmt(lat.p99_ms, 2),
+                f"≤{TARGET_P99_MS:g} ms",
+                _verdict(None if lat.error else lat.p99_ms <= TARGET_P99_MS),
+            ],
+            ["send→start mean / max", f"{_fmt(lat.mean_ms, 2)} / {_fmt(lat.max_ms, 2)}", "", ""],
+            ["  app.send() p50", _fmt(lat.send_p50_ms, 2), "", ""],
+            [
+                "  send returned→start p50 / p99",
+                f"{_fmt(lat.pickup_p50_ms, 2)} / {_fmt(lat.pickup_p99_ms, 2)}",
+                "",
+                "",
+            ],
+            ["  worker peak RSS MiB", _fmt(lat.peak_rss_mib, 1), "", ""],
+        ]
+        if lat.error:
+            lrows.append(["ERROR", lat.error, "", ""])
+    mline = (
+        f"machine: nproc={info['nproc']}  cpu={info.get('cpu')}  mem={info.get('mem_gib')} GiB  "
+        f"python={info['python']}  sqlite={info['sqlite']}  conveyor={info.get('conveyor')}  "
+        f"git={info.get('git')}  tmp={info.get('tmp_fs')}"
+    )
+    cline = (
+        f"config: concurrency={args.concurrency} per worker, style={args.style}, "
+        f"worker via {'conveyor CLI' if cli_available() else 'python -c app.worker().run()'}"
+        + (f", latency: {lat.events} events {lat.spacing_ms:g} ms apart" if lat else "")
+    )
+    try:
+        from rich.console import Console
+        from rich.table import Table
+    except ImportError:
+        print(mline)
+        print(cline)
+        _plain(head, rows)
+        if lrows:
+            print()
+            _plain(["latency (1 idle worker)", "ms", "target", ""], lrows)
+        return
+    con = Console(width=None if sys.stdout.isatty() else 150)
+    con.print(mline, highlight=False)
+    con.print(cline, highlight=False)
+    t = Table(title="Throughput (SQLite, worker processes, end to end)")
+    for h in head:
+        t.add_column(h, justify="left" if h in ("scenario", "target", "") else "right")
+    for row in rows:
+        style = (
+            "red"
+            if row[-1].startswith(("MISS", "ERROR"))
+            else ("green" if row[-1] == "PASS" else None)
+        )
+        t.add_row(*row, style=style)
+    con.print(t)
+    if lrows:
+        lt = Table(title="Send-to-start latency (1 idle worker)")
+        for h in ["metric", "ms", "target", ""]:
+            lt.add_column(h, justify="right" if h == "ms" else "left")
+        for row in lrows:
+            style = (
+                "red"
+                if row[-1] == "MISS" or row[0] == "ERROR"
+                else ("green" if row[-1] == "PASS" else None)
+            )
+            lt.add_row(*row, style=style)
+        con.print(lt)
+
+
+def _plain(head: list[str], rows: list[list[str]]) -> None:
+    widths = [max(len(h), *(len(r[i]) for r in rows)) for i, h in enumerate(head)]
+    print("  ".join(h.ljust(w) for h, w in zip(head, widths, strict=True)))
+    print("  ".join("-" * w for w in widths))
+    for r in rows:
+        print("  ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)))
+
+
+def render_profile(summary: dict[str, Any], raw: Path) -> None:
+    print(f"\npy-spy profile of worker 0: {summary['samples']} samples (idle excluded), raw: {raw}")
+    sections = [
+        ("inclusive_conveyor", "inclusive time, conveyor functions"),
+        ("owner", "time charged to the innermost conveyor frame (incl. sqlite3/json it calls)"),
+        ("self", "self time (leaf Python frame)"),
+        ("self_by_file", "self time by file"),
+    ]
+    for key, title in sections:
+        print(f"\n{title}:")
+        for name, p in summary[key][:20]:
+            print(f"  {p:5.1f}%  {name}")
+
+
+# --------------------------------------------------------------------------- main
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
+    ap.add_argument("--quick", action="store_true", help="small N, smoke test (< 20 s)")
+    ap.add_argument("--n", type=int, help="events per throughput scenario (default 20000)")
+    ap.add_argument("--workers", default="1,2", help="worker-process counts to try (default 1,2)")
+    ap.add_argument("--concurrency", type=int, default=16, help="--concurrency of each worker")
+    ap.add_argument("--scenarios", default="one,three,latency", help="subset of one,three,latency")
+    ap.add_argument(
+        "--style",
+        choices=["sync", "async"],
+        default="sync",
+        help="register the bench functions as def (sync) or async def",
+    )
+    ap.add_argument("--latency-events", type=int, help="events sent one by one (default 300)")
+    ap.add_argument("--latency-spacing-ms", type=float, default=5.0)
+    ap.add_argument("--latency-warmup", type=int, default=20)
+    ap.add_argument(
+        "--idle", type=float, help="seconds the worker idles before latency (default 2)"
+    )
+    ap.add_argument(
+        "--stall", type=float, default=60.0, help="abort after this long without progress"
+    )
+    ap.add_argument("--tmpdir", help="where the SQLite files go (default: system temp dir)")
+    ap.add_argument("--keep", action="store_true", help="keep the temporary directory")
+    ap.add_argument("--json", help="also write the results as JSON to this file")
+    ap.add_argument(
+        "--profile",
+        metavar="DIR",
+        help="only profile: one-step, 1 worker, under py-spy; write DIR/one-w1.raw",
+    )
+    ap.add_argument("--profile-rate", type=int, default=250, help="py-spy samples per second")
+    args = ap.parse_args()
+
+    n = args.n or (500 if args.quick else 20000)
+    if args.latency_events is None:
+        args.latency_events = 50 if args.quick else 300
+    if args.idle is None:
+        args.idle = 0.5 if args.quick else 2.0
+    if args.quick:
+        args.latency_warmup = min(args.latency_warmup, 5)
+    workers = [int(w) for w in args.workers.split(",") if w]
+    scenarios = {s.strip() for s in args.scenarios.split(",") if s.strip()}
+    if unknown := scenarios - {"one", "three", "latency"}:
+        die(f"unknown scenarios: {sorted(unknown)}")
+
+    check_core()
+    tmp = Path(tempfile.mkdtemp(prefix="conveyor-bench-", dir=args.tmpdir))
+    info = machine_info(tmp)
+    thr: list[Throughput] = []
+    lat: Latency | None = None
+    t_all = time.perf_counter()
+    try:
+        if args.profile:
+            out_dir = Path(args.profile)
+            out_dir.mkdir(parents=True, exist_ok=True)
+            raw = out_dir.resolve() / "one-w1.raw"
+            raw.unlink(missing_ok=True)
+            r = run_throughput("one", n, 1, args, tmp, profile_out=raw)
+            thr.append(r)
+            render(info, thr, None, args)
+            if raw.exists():
+                summary = summarize_profile(raw)
+                (out_dir / "summary.json").write_text(json.dumps(summary, indent=1))
+                render_profile(summary, raw)
+            return
+        for kind in ("one", "three"):
+            if kind in scenarios:
+                for w in workers:
+                    print(f"… {kind}-step, {w} worker(s), N={n}", file=sys.stderr, flush=True)
+                    thr.append(run_throughput(kind, n, w, args, tmp))
+        if "latency" in scenarios:
+            print(f"… latency, {args.latency_events} events", file=sys.stderr, flush=True)
+            lat = run_latency(args, tmp)
+        render(info, thr, lat, args)
+        print(f"total bench time {time.perf_counter() - t_all:.1f} s")
+        if args.json:
+            Path(args.json).write_text(
+                json.dumps(
+                    {
+                        "machine": info,
+                        "config": {
+                            "n": n,
+                            "concurrency": args.concurrency,
+                            "style": args.style,
+                            "cli": cli_available(),
+                        },
+                        "throughput": [asdict(r) for r in thr],
+                        "latency": asdict(lat) if lat else None,
+                    },
+                    indent=1,
+                    default=str,
+                )
+            )
+    finally:
+        if args.keep:
+            print(f"kept {tmp}")
+        else:
+            shutil.rmtree(tmp, ignore_errors=True)
+    if any(r.error for r in thr) or (lat is not None and lat.error):
+        raise SystemExit(1)
+
+
+if __name__ == "__main__":
+    main()

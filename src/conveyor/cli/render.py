@@ -1,0 +1,154 @@
+"""Rich renderings of runs and steps, shared by the CLI and the examples."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from datetime import datetime
+from typing import Any
+
+from rich.console import Group, RenderableType
+from rich.table import Table
+from rich.text import Text
+
+from conveyor.types import Run, StepRecord
+
+STATUS_STYLES = {
+    "queued": "cyan",
+    "running": "blue",
+    "waiting": "yellow",
+    "sleeping": "yellow",
+    "retrying": "yellow",
+    "completed": "green",
+    "failed": "red",
+    "cancelled": "dim",
+}
+
+
+def status_text(status: str) -> Text:
+    return Text(status, style=STATUS_STYLES.get(status, ""))
+
+
+def duration(start: datetime | None, end: datetime | None) -> str:
+    """``12ms``, ``3.40s``, ``2m05s``, ``1h02m``; ``-`` when it has not started or ended."""
+    if start is None or end is None:
+        return "-"
+    seconds = max((end - start).total_seconds(), 0.0)
+    if seconds < 1:
+        return f"{seconds * 1000:.0f}ms"
+    if seconds < 60:
+        return f"{seconds:.2f}s"
+    minutes, secs = divmod(int(seconds), 60)
+    if minutes < 60:
+        return f"{minutes}m{secs:02d}s"
+    hours, minutes = divmod(minutes, 60)
+    return f"{hours}h{minutes:02d}m"
+
+
+def timestamp(ts: datetime | None) -> str:
+    return "-" if ts is None else ts.astimezone().strftime("%Y-%m-%d %H:%M:%S")
+
+
+def truncate(value: Any, width: int = 60) -> str:
+    """A one-line JSON rendering of ``value``, cut to ``width`` characters."""
+    if value is None:
+        return ""
+    text = value if isinstance(value, str) else json.dumps(value, default=str)
+    text = " ".join(text.split())
+    return text if len(text) <= width else text[: width - 1] + "…"
+
+
+def error_line(error: dict[str, Any] | None) -> str:
+    if not error:
+        return ""
+    kind = error.get("type") or "Error"
+    message = error.get("message") or ""
+    step = error.get("step_id")
+    where = f"[{step}] " if step else ""
+    return f"{where}{kind}: {message}"
+
+
+def runs_table(runs: Sequence[Run], *, title: str | None = None) -> Table:
+    table = Table(title=title, title_justify="left")
+    table.add_column("run id", no_wrap=True)
+    table.add_column("function", no_wrap=True)
+    table.add_column("status", no_wrap=True)
+    table.add_column("created", no_wrap=True)
+    table.add_column("duration", justify="right", no_wrap=True)
+    table.add_column("output / error", overflow="ellipsis", no_wrap=True, max_width=70)
+    for run in runs:
+        detail = (
+            Text(truncate(error_line(run.error)), style="red")
+            if run.error
+            else Text(truncate(run.output))
+        )
+        table.add_row(
+            run.id,
+            run.function_id,
+            status_text(run.status),
+            timestamp(run.created_at),
+            duration(run.started_at, run.ended_at),
+            detail,
+        )
+    return table
+
+
+def steps_table(steps: Sequence[StepRecord]) -> Table:
+    table = Table(title="steps", title_justify="left")
+    table.add_column("#", justify="right", style="dim", no_wrap=True)
+    table.add_column("step", no_wrap=True)
+    table.add_column("kind", no_wrap=True)
+    table.add_column("status", no_wrap=True)
+    table.add_column("attempts", justify="right", no_wrap=True)
+    table.add_column("duration", justify="right", no_wrap=True)
+    table.add_column("output / error", overflow="ellipsis", no_wrap=True, max_width=70)
+    for number, step in enumerate(steps, 1):
+        detail = (
+            Text(truncate(error_line(step.error)), style="red")
+            if step.error
+            else Text(truncate(step.output))
+        )
+        table.add_row(
+            str(number),
+            step.id,
+            step.kind,
+            status_text(step.status),
+            str(step.attempts),
+            duration(step.started_at, step.ended_at),
+            detail,
+        )
+    return table
+
+
+def run_header(run: Run) -> Table:
+    grid = Table.grid(padding=(0, 2))
+    grid.add_column(style="bold", no_wrap=True)
+    grid.add_column()
+    grid.add_row("run", run.id)
+    grid.add_row("function", run.function_id)
+    grid.add_row("status", status_text(run.status))
+    grid.add_row("event", run.event_id)
+    if run.parent_id:
+        grid.add_row("parent", run.parent_id)
+    grid.add_row("pool", run.pool)
+    grid.add_row("created", timestamp(run.created_at))
+    grid.add_row("duration", duration(run.started_at, run.ended_at))
+    if run.progress is not None and run.progress.total:
+        p = run.progress
+        grid.add_row(
+            "children",
+            f"{p.ended}/{p.total} ended ({p.completed} completed, {p.failed} failed, "
+            f"{p.cancelled} cancelled, {p.queued + p.running + p.waiting} pending)",
+        )
+    if run.error:
+        grid.add_row("error", Text(error_line(run.error), style="red"))
+    elif run.output is not None:
+        grid.add_row("output", Text(truncate(run.output, 200)))
+    return grid
+
+
+def run_detail(run: Run) -> RenderableType:
+    """The run's header and, when it has any, the table of its steps."""
+    if not run.steps:
+        return Group(run_header(run), Text("no steps yet", style="dim"))
+    return Group(run_header(run), Text(""), steps_table(run.steps))

@@ -1,0 +1,117 @@
+"""``conveyor worker MODULE:APP`` and ``conveyor dev MODULE:APP``.
+
+Both run a pull worker in the foreground; ``Worker.run()`` stops cleanly on
+SIGTERM/SIGINT by itself, after which the command exits 0.
+"""
+
+from __future__ import annotations
+
+import argparse
+from collections.abc import Sequence
+
+from rich.markup import escape
+
+import conveyor
+from conveyor.cli.common import database_parent, load_user_app, positive_int, stderr_console
+
+DEFAULT_PORT = 8288
+
+
+def add_parsers(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    db = database_parent()
+    p = commands.add_parser(
+        "worker",
+        parents=[db],
+        help="run a worker for the functions of MODULE:APP",
+        description="Run a pull worker for the functions of MODULE:APP until SIGTERM or "
+        "Ctrl+C. MODULE is an importable module or a path to a .py file; APP defaults "
+        "to 'app'. With --database, the app must read its database from "
+        "$CONVEYOR_DATABASE_URL (Conveyor(name) without database=).",
+    )
+    p.add_argument("app", metavar="MODULE:APP")
+    p.add_argument(
+        "--pool",
+        metavar="NAME",
+        action="append",
+        dest="pools",
+        help="serve only this pool (repeatable; default: every pool)",
+    )
+    p.add_argument(
+        "--concurrency",
+        metavar="N",
+        type=positive_int,
+        default=None,
+        help="runs advanced at the same time by this process",
+    )
+    p.set_defaults(handler=cmd_worker)
+
+    p = commands.add_parser(
+        "dev",
+        parents=[db],
+        help="run every pool, timers and schedules in one process",
+        description="Development mode: migrate the database, then run a worker for every "
+        "pool of MODULE:APP (with its timers and schedules) in one process. The HTTP API "
+        "and dashboard are not part of this build yet; --port is accepted for "
+        "forward compatibility and unused.",
+    )
+    p.add_argument("app", metavar="MODULE:APP")
+    p.add_argument(
+        "--port",
+        type=int,
+        default=DEFAULT_PORT,
+        help=f"HTTP port (default {DEFAULT_PORT}; no HTTP server in this build yet)",
+    )
+    p.add_argument(
+        "--concurrency",
+        metavar="N",
+        type=positive_int,
+        default=None,
+        help="runs advanced at the same time",
+    )
+    p.set_defaults(handler=cmd_dev)
+
+
+def cmd_worker(args: argparse.Namespace) -> int:
+    app = load_user_app(args.app, args.database)
+    pools: list[str] | None = list(args.pools) if args.pools else None
+    return _run(app, args.app, pools, args.concurrency, mode="worker")
+
+
+def cmd_dev(args: argparse.Namespace) -> int:
+    app = load_user_app(args.app, args.database)
+    app.migrate()
+    return _run(app, args.app, None, args.concurrency, mode="dev")
+
+
+def _run(
+    app: conveyor.Conveyor,
+    spec: str,
+    pools: Sequence[str] | None,
+    concurrency: int | None,
+    *,
+    mode: str,
+) -> int:
+    functions = app.functions
+    served = sorted({f.pool for f in functions.values()}) if pools is None else sorted(pools)
+    worker = (
+        app.worker(pools=list(pools) if pools else None)
+        if concurrency is None
+        else app.worker(pools=list(pools) if pools else None, concurrency=concurrency)
+    )
+    console = stderr_console()
+    names = ", ".join(sorted(functions)) or "-"
+    console.print(
+        f"[bold]conveyor {mode}[/] {escape(spec)}: {len(functions)} function(s) "
+        f"{escape(names)}; pools: {escape(', '.join(served) or '-')}",
+        soft_wrap=True,
+        markup=True,
+    )
+    if not functions:
+        console.print("[yellow]warning:[/] the app defines no functions", markup=True)
+    console.print("[dim]press Ctrl+C to stop[/]", markup=True)
+    try:
+        worker.run()
+    finally:
+        app.close()
+    console.print(f"conveyor {mode}: stopped", soft_wrap=True)
+    return 0

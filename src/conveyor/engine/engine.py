@@ -1,0 +1,239 @@
+"""The engine: the only writer of run state.
+
+Workers, the CLI and the SDK call it; it turns their requests and the executor's
+reports into storage verbs, and storage applies them atomically and fenced.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Callable, Sequence
+from typing import Any
+
+from conveyor.errors import InvalidInput, InvalidState, NotFound, SerializationError, StepError
+from conveyor.executor import codec
+from conveyor.executor.invocation import Invocation, InvocationResult
+from conveyor.executor.ops import Failed, NewEvent, StepWrite
+from conveyor.ids import new_id
+from conveyor.engine.registry import Registry
+from conveyor.storage.base import ClaimedJob, DirectRun, JobResult, RunFilter, RunRow, Storage
+from conveyor.types import Backoff, Event, Progress, Run, StepRecord, utc_from_ts
+
+RESERVED_PREFIX = "conveyor/"
+
+
+class Engine:
+    def __init__(
+        self,
+        storage: Storage,
+        registry: Registry,
+        *,
+        backoff: Backoff,
+        lease: float = 30.0,
+        budget: float = 60.0,
+    ) -> None:
+        self.storage = storage
+        self.registry = registry
+        self.backoff = backoff
+        self.lease = lease
+        self.budget = budget
+        self._synced = -1
+        self._sync_lock = threading.Lock()
+        self._migrated = False
+
+    # ---- readiness ----------------------------------------------------------------------------
+
+    def ready(self) -> None:
+        """Migrate on first use and tell the database about newly registered functions."""
+        if self._synced == self.registry.version:
+            return
+        with self._sync_lock:
+            if not self._migrated:
+                self.storage.migrate()
+                self._migrated = True
+            version = self.registry.version
+            if self._synced != version:
+                self.storage.functions_sync(self.registry.specs())
+                self._synced = version
+
+    # ---- intake -------------------------------------------------------------------------------
+
+    def make_event(self, name: Any, data: Any, event_id: Any) -> NewEvent:
+        if not isinstance(name, str) or not name.strip():
+            raise InvalidInput("an event name must be a non-empty string")
+        if name.startswith(RESERVED_PREFIX):
+            raise InvalidInput(f"event names starting with {RESERVED_PREFIX!r} are reserved for Conveyor")
+        if data is None:
+            data = {}
+        if not isinstance(data, dict):
+            raise InvalidInput(f"event data must be a JSON object (a dict), got {type(data).__name__}")
+        if event_id is None:
+            event_id = new_id()
+        elif not isinstance(event_id, str) or not event_id:
+            raise InvalidInput("an event id must be a non-empty string")
+        return NewEvent(event_id, name, codec.dumps(data, what=f"the data of event {name!r}"), time.time())
+
+    def send(self, events: Sequence[NewEvent]) -> list[str]:
+        self.ready()
+        self.storage.events_send(events)
+        self.storage.notify()
+        return [e.id for e in events]
+
+    def start_run(self, function_id: str, data: Any) -> str:
+        self.ready()
+        if self.registry.get(function_id) is None:
+            raise NotFound(f"unknown function {function_id!r}")
+        run_id = new_id()
+        try:
+            payload = codec.dumps({} if data is None else data, what=f"the data for {function_id!r}")
+        except SerializationError:
+            raise
+        self.storage.runs_start([DirectRun(run_id, function_id, NewEvent(run_id, "conveyor/invoke", payload, time.time()))])
+        self.storage.notify()
+        return run_id
+
+    # ---- execution ----------------------------------------------------------------------------
+
+    def claim(self, worker: str, pools: Sequence[str], limit: int, lease: float | None = None) -> list[ClaimedJob]:
+        self.ready()
+        return self.storage.jobs_claim(worker, pools, self.registry.ids(), limit, lease or self.lease)
+
+    def next_due(self, pools: Sequence[str]) -> float | None:
+        return self.storage.jobs_next_due(pools, self.registry.ids())
+
+    def prepare(self, job: ClaimedJob, sink: Callable[[StepWrite], None]) -> Invocation | JobResult:
+        """The invocation that advances this job, or at once the result if it cannot run."""
+        definition = self.registry.get(job.function_id)
+        if definition is None:
+            return JobResult(job.run_id, job.token, job.function_id, outcome=Failed({
+                "step_id": None, "type": "NotFound",
+                "message": f"function {job.function_id!r} is not registered in this worker's app",
+            }))
+        data = codec.loads(job.event_data)
+        event = Event(name=job.event_name, data=data, id=job.event_id, ts=utc_from_ts(job.event_ts))
+        extra: tuple[Any, ...] = ()
+        if definition.failure_handler_of is not None:
+            original = self.storage.event_get(data.get("event_id", ""))
+            if original is not None:
+                event = Event(original.name, codec.loads(original.data), original.id, utc_from_ts(original.ts))
+            extra = (StepError.from_dict(data.get("error") or {}),)
+        return Invocation(
+            fn=definition.fn, function_id=job.function_id, run_id=job.run_id, event=event,
+            memo=job.memo, retries=definition.spec.retries, backoff=definition.backoff or self.backoff,
+            sink=sink, new_id=new_id, budget=self.budget, extra_args=extra,
+        )
+
+    def result_of(self, job: ClaimedJob, result: InvocationResult) -> JobResult:
+        definition = self.registry.get(job.function_id)
+        return JobResult(
+            job.run_id, job.token, job.function_id,
+            steps=[result.final_write] if result.final_write else [],
+            outcome=result.outcome, logs=result.logs,
+            on_failure=bool(definition and definition.spec.has_on_failure),
+        )
+
+    def commit(self, results: Sequence[JobResult]) -> list[bool]:
+        return self.storage.jobs_commit(results)
+
+    def heartbeat(self, leases: Sequence[tuple[str, int]], lease: float | None = None) -> list[str]:
+        return self.storage.jobs_heartbeat(leases, lease or self.lease)
+
+    # ---- inspection ---------------------------------------------------------------------------
+
+    def get_run(self, run_id: str) -> Run:
+        self.ready()
+        row = self.storage.run_get(run_id)
+        if row is None:
+            raise NotFound(f"no run with id {run_id!r}")
+        return self._run(row, with_steps=True)
+
+    def run_row(self, run_id: str) -> RunRow | None:
+        self.ready()
+        return self.storage.run_get(run_id)
+
+    def list_runs(self, flt: RunFilter) -> list[Run]:
+        self.ready()
+        if flt.status is not None and flt.status not in ("queued", "running", "waiting", "completed", "failed", "cancelled"):
+            raise InvalidInput(f"unknown run status {flt.status!r}")
+        if not isinstance(flt.limit, int) or flt.limit < 1:
+            raise InvalidInput("limit must be a positive integer")
+        return [self._run(r, with_steps=False) for r in self.storage.runs_list(flt)]
+
+    def _run(self, row: RunRow, *, with_steps: bool) -> Run:
+        steps = []
+        if with_steps:
+            steps = [
+                StepRecord(
+                    s.id, s.kind, s.status, s.attempts, codec.loads(s.output), codec.loads(s.error),
+                    utc_from_ts(s.started_at), utc_from_ts(s.ended_at),
+                )
+                for s in self.storage.steps_list(row.id)
+            ]
+        progress = None
+        if with_steps and any(s.kind in ("map", "invoke") for s in steps):
+            counts = self.storage.children_counts(row.id)
+            progress = Progress(total=sum(counts.values()), **{k: v for k, v in counts.items()})
+        return Run(
+            id=row.id, function_id=row.function_id, event_id=row.event_id, status=row.status,
+            output=codec.loads(row.output), error=codec.loads(row.error), steps=steps,
+            parent_id=row.parent_id, progress=progress, pool=row.pool,
+            created_at=utc_from_ts(row.created_at), started_at=utc_from_ts(row.started_at),
+            ended_at=utc_from_ts(row.ended_at),
+        )
+
+    def logs(self, run_id: str) -> list[dict[str, Any]]:
+        return self.storage.logs_list(run_id)
+
+    # ---- operations ---------------------------------------------------------------------------
+
+    def cancel(self, run_id: str) -> None:
+        self.ready()
+        if self.storage.run_cancel(run_id):
+            self.storage.notify()
+            return
+        row = self.storage.run_get(run_id)
+        if row is None:
+            raise NotFound(f"no run with id {run_id!r}")
+        raise InvalidState(f"run {run_id} has already ended ({row.status}); nothing to cancel")
+
+    def requeue(self, run_id: str, from_statuses: Sequence[str]) -> None:
+        self.ready()
+        if self.storage.run_requeue(run_id, from_statuses):
+            self.storage.notify()
+            return
+        row = self.storage.run_get(run_id)
+        if row is None:
+            raise NotFound(f"no run with id {run_id!r}")
+        raise InvalidState(
+            f"run {run_id} is {row.status}; only {', '.join(from_statuses)} runs can be re-run"
+        )
+
+    def dead_letters(self, limit: int) -> list[Run]:
+        return self.list_runs(RunFilter(status="failed", limit=limit))
+
+    def redrive(self, run_ids: Sequence[str] | None) -> list[str]:
+        self.ready()
+        if run_ids is None:
+            ids: list[str] = []
+            cursor = None
+            while True:
+                rows = self.storage.runs_list(RunFilter(status="failed", before=cursor, limit=1000))
+                if not rows:
+                    break
+                ids.extend(r.id for r in rows)
+                cursor = rows[-1].id
+        else:
+            ids = list(run_ids)
+        done = []
+        for run_id in ids:
+            if self.storage.run_requeue(run_id, ("failed",)):
+                done.append(run_id)
+            elif run_ids is not None:
+                row = self.storage.run_get(run_id)
+                if row is None:
+                    raise NotFound(f"no run with id {run_id!r}")
+                raise InvalidState(f"run {run_id} is {row.status}, not failed; only dead letters are redriven")
+        if done:
+            self.storage.notify()
+        return done

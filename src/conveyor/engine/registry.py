@@ -1,0 +1,41 @@
+"""The functions an engine can execute."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from conveyor.storage.base import FunctionSpec
+from conveyor.types import Backoff
+
+
+@dataclass(slots=True)
+class FunctionDef:
+    id: str
+    fn: Callable[..., Any]
+    spec: FunctionSpec
+    backoff: Backoff | None = None
+    failure_handler_of: str | None = None  # set on the hidden function that runs an on_failure handler
+
+
+class Registry:
+    def __init__(self) -> None:
+        self.functions: dict[str, FunctionDef] = {}
+        self.version = 0
+
+    def add(self, definition: FunctionDef) -> None:
+        self.functions[definition.id] = definition
+        self.version += 1
+
+    def get(self, function_id: str) -> FunctionDef | None:
+        return self.functions.get(function_id)
+
+    def pools(self) -> list[str]:
+        return sorted({d.spec.pool for d in self.functions.values()})
+
+    def ids(self) -> list[str]:
+        return sorted(self.functions)
+
+    def specs(self) -> list[FunctionSpec]:
+        return [d.spec for d in self.functions.values()]

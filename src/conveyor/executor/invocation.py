@@ -1,0 +1,287 @@
+"""One invocation: call the function from the top, replay the memo, run to suspension.
+
+The step logic lives here once, I/O-free; ``steps.SyncSteps`` and
+``steps.AsyncSteps`` are thin shells that differ only in how they call the
+user's step body (directly, or awaited).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import inspect
+import logging
+import time
+import traceback
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from conveyor.errors import NonRetriableError, RetryAfterError, SerializationError, StepError
+from conveyor.executor import codec
+from conveyor.executor.context import Context
+from conveyor.executor.ops import (
+    Completed,
+    Failed,
+    FatalRunError,
+    LogRecord,
+    MemoStep,
+    Outcome,
+    StepWrite,
+    Suspend,
+    Suspended,
+)
+from conveyor.executor.retry import retry_delay
+from conveyor.types import Backoff, Event, StepKind
+
+Sink = Callable[[StepWrite], None]
+RESOLVED = ("completed", "failed")
+
+
+def error_dict(exc: BaseException, step_id: str | None) -> dict[str, Any]:
+    if isinstance(exc, StepError):
+        return {"step_id": exc.step_id or step_id, "type": exc.error_type, "message": exc.message}
+    message = exc.message if isinstance(exc, NonRetriableError | RetryAfterError) else str(exc)
+    tb = "".join(traceback.format_exception(type(exc), exc, exc.__traceback__, limit=20))
+    return {"step_id": step_id, "type": type(exc).__name__, "message": message, "traceback": tb[-8000:]}
+
+
+@dataclass(slots=True)
+class InvocationResult:
+    outcome: Outcome
+    final_write: StepWrite | None = None
+    logs: list[LogRecord] = field(default_factory=list)
+    steps_run: int = 0
+
+
+class Invocation:
+    """Runs one function of one run against its memo until it completes, fails or suspends."""
+
+    def __init__(
+        self,
+        *,
+        fn: Callable[..., Any],
+        function_id: str,
+        run_id: str,
+        event: Event,
+        memo: dict[str, MemoStep],
+        retries: int,
+        backoff: Backoff,
+        sink: Sink,
+        new_id: Callable[[], str],
+        clock: Callable[[], float] = time.time,
+        budget: float = 60.0,
+        extra_args: tuple[Any, ...] = (),
+    ) -> None:
+        self.fn = fn
+        self.function_id = function_id
+        self.run_id = run_id
+        self.event = event
+        self.memo = memo
+        self.retries = retries
+        self.backoff = backoff
+        self.sink = sink
+        self.new_id = new_id
+        self.clock = clock
+        self.budget = budget
+        self.extra_args = extra_args
+        self.is_async = inspect.iscoroutinefunction(fn)
+        self.attempt = 0
+        self.current_step: str | None = None
+        self.logs: list[LogRecord] = []
+        self.steps_run = 0
+        self._used: dict[str, int] = {}
+        self._visited: set[str] = set()
+        self._seq = max((m.seq for m in memo.values()), default=0)
+        self._started = 0.0
+        self._suspend: Suspend | None = None
+        self._event_dict: dict[str, Any] | None = None
+
+    # ---- running ---------------------------------------------------------------------------
+
+    def run(self) -> InvocationResult:
+        """Run a ``def`` function (or an ``async def`` one on a private loop)."""
+        if self.is_async:
+            return asyncio.run(self.arun())
+        self._started = self.clock()
+        from conveyor.executor.steps import SyncSteps
+
+        ctx = Context(self, SyncSteps(self))
+        try:
+            value = self.fn(ctx, *self.extra_args)
+        except BaseException as exc:  # noqa: BLE001 - classified below
+            return self._finish_error(exc)
+        return self._finish_value(value)
+
+    async def arun(self) -> InvocationResult:
+        self._started = self.clock()
+        from conveyor.executor.steps import AsyncSteps
+
+        ctx = Context(self, AsyncSteps(self))
+        try:
+            value = self.fn(ctx, *self.extra_args)
+            if inspect.isawaitable(value):
+                value = await value
+        except BaseException as exc:  # noqa: BLE001
+            return self._finish_error(exc)
+        return self._finish_value(value)
+
+    def _result(self, outcome: Outcome, write: StepWrite | None = None) -> InvocationResult:
+        return InvocationResult(outcome, write, self.logs, self.steps_run)
+
+    def _finish_value(self, value: Any) -> InvocationResult:
+        if self._suspend is not None:  # user code swallowed the signal; it still stands
+            return self._result(self._suspend.suspended, self._suspend.write)
+        try:
+            return self._result(Completed(codec.dumps(value, what="the function's return value")))
+        except SerializationError as exc:
+            return self._result(Failed(error_dict(exc, None)))
+
+    def _finish_error(self, exc: BaseException) -> InvocationResult:
+        if self._suspend is not None:
+            return self._result(self._suspend.suspended, self._suspend.write)
+        if isinstance(exc, Suspend):
+            return self._result(exc.suspended, exc.write)
+        if isinstance(exc, FatalRunError):
+            return self._result(Failed(exc.error))
+        if isinstance(exc, KeyboardInterrupt | SystemExit | GeneratorExit) or not isinstance(
+            exc, Exception
+        ):
+            raise exc
+        return self._result(Failed(error_dict(exc, None)))
+
+    # ---- helpers shared by the step shells ----------------------------------------------------
+
+    @property
+    def replaying(self) -> bool:
+        return any(sid not in self._visited for sid in self.memo)
+
+    def log_fields(self) -> dict[str, Any]:
+        return {"run_id": self.run_id, "step_id": self.current_step, "attempt": self.attempt}
+
+    def record_log(self, level: int, text: str) -> None:
+        self.logs.append(
+            LogRecord(self.current_step, self.attempt, self.clock(), logging.getLevelName(level), text)
+        )
+
+    def event_dict(self) -> dict[str, Any]:
+        if self._event_dict is None:
+            self._event_dict = {"id": self.event.id, "name": self.event.name, "data": self.event.data}
+        return self._event_dict
+
+    def check_open(self) -> None:
+        """A step called after a suspension (user code caught the signal) suspends again."""
+        if self._suspend is not None:
+            raise self._suspend
+
+    def suspend(self, suspended: Suspended, write: StepWrite | None = None) -> Suspend:
+        self._suspend = Suspend(suspended, write)
+        return self._suspend
+
+    def step_id(self, requested: str) -> str:
+        """The step's id in this run: a repeated id gets a counter suffix (``id:1``, ``id:2``)."""
+        if not isinstance(requested, str) or not requested:
+            raise FatalRunError(
+                {"step_id": None, "type": "InvalidInput", "message": "a step id must be a non-empty string"}
+            )
+        n = self._used.get(requested, 0)
+        self._used[requested] = n + 1
+        return requested if n == 0 else f"{requested}:{n}"
+
+    def lookup(self, sid: str, kind: StepKind) -> MemoStep | None:
+        """The memoized step, checked against the kind the code asks for now."""
+        self.check_open()
+        self.current_step = sid
+        memo = self.memo.get(sid)
+        if memo is None:
+            unvisited = [s for s in self.memo if s not in self._visited]
+            if unvisited:
+                raise FatalRunError(self._nondeterminism(
+                    sid,
+                    f"step {sid!r} is new, but memoized steps {unvisited[:5]} were not reached "
+                    "first; code between steps must be deterministic",
+                ))
+            self.attempt = 0
+            return None
+        self._visited.add(sid)
+        if memo.kind != kind:
+            raise FatalRunError(self._nondeterminism(
+                sid, f"step {sid!r} was a {memo.kind!r} step and is now called as {kind.value!r}; "
+                "step ids must keep their kind across replays",
+            ))
+        self.attempt = memo.attempts if memo.status == "retrying" else max(0, memo.attempts - 1)
+        return memo
+
+    def _nondeterminism(self, sid: str, message: str) -> dict[str, Any]:
+        return {"step_id": sid, "type": "NonDeterminismError", "message": f"non-determinism: {message}"}
+
+    def next_seq(self, memo: MemoStep | None) -> int:
+        if memo is not None:
+            return memo.seq
+        self._seq += 1
+        return self._seq
+
+    def replay_value(self, memo: MemoStep) -> Any:
+        if memo.status == "failed":
+            raise StepError.from_dict({**(memo.error or {}), "step_id": memo.id})
+        return codec.loads(memo.output)
+
+    def emit(self, write: StepWrite) -> None:
+        """Checkpoint a finished step, then yield if the time budget is spent."""
+        self.memo[write.id] = MemoStep(
+            write.id, write.kind, write.status, write.attempts, write.output, write.error,
+            write.wake_at, write.seq, write.started_at,
+        )
+        self._visited.add(write.id)
+        self.steps_run += 1
+        self.current_step = None
+        self.sink(write)
+
+    def maybe_yield(self) -> None:
+        now = self.clock()
+        if now - self._started > self.budget:
+            raise self.suspend(Suspended(now, "yield"))
+
+    # ---- the ``run`` step, in two halves around the user's body --------------------------------
+
+    def run_begin(self, sid: str) -> tuple[MemoStep | None, float]:
+        memo = self.lookup(sid, StepKind.RUN)
+        if memo is not None and memo.status in RESOLVED:
+            return memo, 0.0
+        return memo, self.clock()
+
+    def run_succeeded(self, sid: str, memo: MemoStep | None, started: float, value: Any) -> Any:
+        try:
+            text, decoded = codec.roundtrip(value, what=f"the output of step {sid!r}")
+        except SerializationError as exc:
+            return self.run_failed(sid, memo, started, NonRetriableError(exc.message), "SerializationError")
+        attempts = (memo.attempts if memo else 0) + 1
+        self.emit(StepWrite(
+            sid, StepKind.RUN, "completed", attempts, self.next_seq(memo), output=text,
+            started_at=memo.started_at if memo and memo.started_at else started, ended_at=self.clock(),
+        ))
+        self.maybe_yield()
+        return decoded
+
+    def run_failed(
+        self, sid: str, memo: MemoStep | None, started: float, exc: BaseException, type_name: str | None = None
+    ) -> Any:
+        if not isinstance(exc, Exception):
+            raise exc  # KeyboardInterrupt, SystemExit, our own signals
+        attempts = (memo.attempts if memo else 0) + 1
+        error = error_dict(exc, sid)
+        if type_name:
+            error["type"] = type_name
+        delay = retry_delay(exc, attempts, self.retries, self.backoff)
+        first_start = memo.started_at if memo and memo.started_at else started
+        now = self.clock()
+        if delay is not None:
+            write = StepWrite(
+                sid, StepKind.RUN, "retrying", attempts, self.next_seq(memo), error=error,
+                wake_at=now + delay, started_at=first_start,
+            )
+            raise self.suspend(Suspended(now + delay, "retry"), write)
+        self.emit(StepWrite(
+            sid, StepKind.RUN, "failed", attempts, self.next_seq(memo), error=error,
+            started_at=first_start, ended_at=now,
+        ))
+        raise StepError(sid, error["type"], error["message"])

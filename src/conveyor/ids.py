@@ -1,0 +1,29 @@
+"""Unique ids that sort by creation time (48 bits of milliseconds, 80 random bits)."""
+
+from __future__ import annotations
+
+import os
+import threading
+import time
+
+_ALPHABET = "0123456789abcdefghjkmnpqrstvwxyz"  # Crockford base32, lower case
+_lock = threading.Lock()
+_last = [0, 0]
+
+
+def new_id() -> str:
+    """A 26-character id; ids made later in one process sort after earlier ones."""
+    ms = time.time_ns() // 1_000_000
+    with _lock:
+        if ms <= _last[0]:
+            ms = _last[0]
+            rand = _last[1] + 1
+        else:
+            rand = int.from_bytes(os.urandom(10), "big") >> 1  # headroom for increments
+        _last[0], _last[1] = ms, rand
+    value = (ms << 80) | (rand & ((1 << 80) - 1))
+    out = []
+    for _ in range(26):
+        out.append(_ALPHABET[value & 31])
+        value >>= 5
+    return "".join(reversed(out))

@@ -1,0 +1,1 @@
+"""Schedules: cron expressions (and, later, the ticker that fires them)."""

@@ -1,0 +1,82 @@
+"""Standard five-field cron expressions: minute hour day-of-month month day-of-week."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from conveyor.errors import InvalidInput
+
+_FIELDS = (("minute", 0, 59), ("hour", 0, 23), ("day of month", 1, 31), ("month", 1, 12), ("day of week", 0, 7))
+_NAMES = {
+    3: {m: i + 1 for i, m in enumerate("jan feb mar apr may jun jul aug sep oct nov dec".split())},
+    4: {d: i for i, d in enumerate("sun mon tue wed thu fri sat".split())},
+}
+_MACROS = {"@yearly": "0 0 1 1 *", "@annually": "0 0 1 1 *", "@monthly": "0 0 1 * *",
+           "@weekly": "0 0 * * 0", "@daily": "0 0 * * *", "@midnight": "0 0 * * *", "@hourly": "0 * * * *"}
+
+
+@dataclass(frozen=True, slots=True)
+class Cron:
+    expression: str
+    minutes: frozenset[int]
+    hours: frozenset[int]
+    days: frozenset[int]
+    months: frozenset[int]
+    weekdays: frozenset[int]  # 0 = Sunday
+    any_day: bool
+    any_weekday: bool
+
+
+def parse_cron(expression: str) -> Cron:
+    """Parse ``expression`` or raise :class:`InvalidInput` saying which field is wrong."""
+    if not isinstance(expression, str):
+        raise InvalidInput(f"a cron expression must be a string, got {type(expression).__name__}")
+    text = _MACROS.get(expression.strip().lower(), expression.strip())
+    parts = text.split()
+    if len(parts) != 5:
+        raise InvalidInput(
+            f"malformed cron expression {expression!r}: expected 5 fields "
+            "(minute hour day-of-month month day-of-week), got {len(parts)}"
+        )
+    sets = [_field(i, p, expression) for i, p in enumerate(parts)]
+    weekdays = frozenset(d % 7 for d in sets[4])
+    return Cron(expression, sets[0], sets[1], sets[2], sets[3], weekdays, parts[2] == "*", parts[4] == "*")
+
+
+def _field(index: int, text: str, expression: str) -> frozenset[int]:
+    name, lo, hi = _FIELDS[index]
+    values: set[int] = set()
+    for item in text.split(","):
+        try:
+            values.update(_item(index, item.lower(), lo, hi))
+        except ValueError as exc:
+            raise InvalidInput(f"malformed cron expression {expression!r}: {name} field {text!r}: {exc}") from None
+    return frozenset(values)
+
+
+def _item(index: int, item: str, lo: int, hi: int) -> range:
+    step = 1
+    if "/" in item:
+        item, step_text = item.split("/", 1)
+        step = int(step_text)
+        if step < 1:
+            raise ValueError("step must be positive")
+    if item == "*":
+        start, end = lo, hi
+    elif "-" in item:
+        a, b = item.split("-", 1)
+        start, end = _value(index, a, lo, hi), _value(index, b, lo, hi)
+        if start > end:
+            raise ValueError(f"range {item!r} runs backwards")
+    else:
+        start = _value(index, item, lo, hi)
+        end = hi if step > 1 else start
+    return range(start, end + 1, step)
+
+
+def _value(index: int, text: str, lo: int, hi: int) -> int:
+    names = _NAMES.get(index, {})
+    value = names[text] if text in names else int(text)
+    if not lo <= value <= hi:
+        raise ValueError(f"{value} is out of range {lo}-{hi}")
+    return value

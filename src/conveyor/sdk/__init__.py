@@ -1,0 +1,1 @@
+"""The SDK: the application object, functions, run handles."""

@@ -1,0 +1,237 @@
+"""``Conveyor``: the application object: registers functions, sends events, inspects runs."""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+import inspect
+import threading
+from collections.abc import Callable, Iterable, Sequence
+from typing import Any, TypeVar
+
+from conveyor.engine.engine import Engine
+from conveyor.engine.registry import FunctionDef, Registry
+from conveyor.errors import ConfigError, InvalidInput
+from conveyor.scheduler.cron import parse_cron
+from conveyor.sdk.function import Function, default_id
+from conveyor.storage.base import FunctionSpec, RunFilter
+from conveyor.storage.factory import open_storage, resolve_url
+from conveyor.types import Backoff, Concurrency, Event, Run
+from conveyor.worker.drain import drain as _drain
+from conveyor.worker.service import Worker
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+class Conveyor:
+    """An application: a set of durable functions and the database that holds their runs.
+
+    ``database`` is a URL (``sqlite:///relative.db``, ``sqlite:////absolute.db``);
+    by default ``CONVEYOR_DATABASE_URL``, else ``sqlite:///conveyor.db``. The schema
+    is created and migrated on first use.
+    """
+
+    def __init__(
+        self,
+        name: str,
+        database: str | None = None,
+        *,
+        backoff: Backoff | None = None,
+        lease_seconds: float = 30.0,
+        invocation_budget: float = 60.0,
+    ) -> None:
+        if not isinstance(name, str) or not name:
+            raise ConfigError("an app needs a non-empty name")
+        if lease_seconds <= 0 or invocation_budget <= 0:
+            raise ConfigError("lease_seconds and invocation_budget must be positive")
+        self.name = name
+        self.database_url = resolve_url(database)
+        self.backoff = backoff or Backoff()
+        self.lease_seconds = float(lease_seconds)
+        self.invocation_budget = float(invocation_budget)
+        self.functions: dict[str, Function] = {}
+        self._registry = Registry()
+        self._engine_obj: Engine | None = None
+        self._lock = threading.Lock()
+
+    def __repr__(self) -> str:
+        return f"<Conveyor {self.name!r} {self.database_url}>"
+
+    # ---- wiring -------------------------------------------------------------------------------
+
+    def _engine(self) -> Engine:
+        engine = self._engine_obj
+        if engine is None:
+            with self._lock:
+                if self._engine_obj is None:
+                    storage = open_storage(self.database_url)
+                    self._engine_obj = Engine(
+                        storage, self._registry, backoff=self.backoff,
+                        lease=self.lease_seconds, budget=self.invocation_budget,
+                    )
+                engine = self._engine_obj
+        return engine
+
+    def migrate(self) -> list[int]:
+        """Create or upgrade the schema now (it also happens on first use)."""
+        engine = self._engine()
+        applied = engine.storage.migrate()
+        engine.ready()
+        return applied
+
+    def close(self) -> None:
+        with self._lock:
+            if self._engine_obj is not None:
+                self._engine_obj.storage.close()
+                self._engine_obj = None
+
+    # ---- registration -------------------------------------------------------------------------
+
+    def function(
+        self,
+        fn: Callable[..., Any] | None = None,
+        *,
+        id: str | None = None,
+        on: str | Sequence[str] | None = None,
+        retries: int = 3,
+        concurrency: int | Concurrency | None = None,
+        pool: str = "default",
+        cron: str | None = None,
+        backoff: Backoff | None = None,
+    ) -> Any:
+        """Register a durable function. Use as ``@app.function(...)`` (or bare ``@app.function``)."""
+        triggers = _triggers(on)
+        if not isinstance(retries, int) or isinstance(retries, bool) or retries < 0:
+            raise ConfigError(f"retries must be a non-negative integer, got {retries!r}")
+        limit = _concurrency(concurrency)
+        if not isinstance(pool, str) or not pool:
+            raise ConfigError("pool must be a non-empty string")
+        if cron is not None:
+            parse_cron(cron)
+
+        def register(target: Callable[..., Any]) -> Function:
+            if not callable(target):
+                raise ConfigError(f"@app.function needs a function, got {target!r}")
+            fid = id or default_id(target)
+            if not isinstance(fid, str) or not fid or "/" in fid:
+                raise ConfigError(f"bad function id {fid!r}: a non-empty string without '/'")
+            if fid in self.functions and self.functions[fid].fn is not target:
+                raise ConfigError(f"function id {fid!r} is registered twice in app {self.name!r}")
+            func = Function(self, target, id=fid, triggers=triggers, retries=retries, concurrency=limit,
+                            pool=pool, cron=cron, backoff=backoff)
+            self.functions[fid] = func
+            self._registry.add(FunctionDef(fid, target, self._spec(func), backoff))
+            return func
+
+        return register(fn) if fn is not None else register
+
+    def _spec(self, func: Function, *, has_on_failure: bool = False) -> FunctionSpec:
+        c = func.concurrency
+        return FunctionSpec(
+            func.id, func.pool, func.triggers, func.retries,
+            c.limit if c else None, c.key if c else None, func.cron, has_on_failure,
+        )
+
+    def _register_failure_handler(self, func: Function, handler: Callable[..., Any]) -> None:
+        if not callable(handler):
+            raise ConfigError("on_failure needs a function taking (ctx, error)")
+        hid = f"{func.id}/on-failure"
+        self._registry.add(FunctionDef(func.id, func.fn, self._spec(func, has_on_failure=True), func.backoff))
+        spec = FunctionSpec(hid, func.pool, (), func.retries)
+        self._registry.add(FunctionDef(hid, handler, spec, func.backoff, failure_handler_of=func.id))
+
+    # ---- sending ------------------------------------------------------------------------------
+
+    def send(self, name: str, data: Any = None, *, id: str | None = None) -> str:
+        """Store an event durably (and start its runs); returns its id once it is committed."""
+        engine = self._engine()
+        return engine.send([engine.make_event(name, data, id)])[0]
+
+    def send_many(self, events: Iterable[Event]) -> list[str]:
+        """Store many events in one transaction; returns their ids in order."""
+        engine = self._engine()
+        batch = []
+        for ev in events:
+            if not isinstance(ev, Event):
+                raise InvalidInput(f"send_many takes conveyor.Event objects, got {type(ev).__name__}")
+            batch.append(engine.make_event(ev.name, ev.data, ev.id))
+        return engine.send(batch) if batch else []
+
+    # ---- inspecting and operating ---------------------------------------------------------------
+
+    def get_run(self, run_id: str) -> Run:
+        return self._engine().get_run(run_id)
+
+    def runs_for_event(self, event_id: str) -> list[Run]:
+        return self._engine().list_runs(RunFilter(event_id=event_id, limit=10_000))
+
+    def list_runs(self, function: str | None = None, status: str | None = None, limit: int = 100) -> list[Run]:
+        return self._engine().list_runs(RunFilter(function=function, status=status, limit=limit))
+
+    def run_logs(self, run_id: str) -> list[dict[str, Any]]:
+        """The records a run wrote through ``ctx.log``, oldest first."""
+        return self._engine().logs(run_id)
+
+    def cancel_run(self, run_id: str) -> None:
+        """Cancel a run that has not ended; a waiting run never resumes."""
+        self._engine().cancel(run_id)
+
+    def replay_run(self, run_id: str) -> None:
+        """Re-run an ended run from its failed step, keeping its memoized steps (same run id)."""
+        self._engine().requeue(run_id, ("failed", "cancelled", "completed"))
+
+    def dead_letters(self, limit: int = 100) -> list[Run]:
+        """Runs that failed for good, newest first."""
+        return self._engine().dead_letters(limit)
+
+    def redrive(self, run_ids: Sequence[str] | None = None) -> list[str]:
+        """Re-run failed runs (all, or these) from their failed step; returns the ids redriven."""
+        return self._engine().redrive(run_ids)
+
+    # ---- running ------------------------------------------------------------------------------
+
+    def worker(self, pools: Sequence[str] | None = None, concurrency: int = 8) -> Worker:
+        """A worker serving ``pools`` (default: every pool of this app's functions)."""
+        return Worker(self._engine(), pools=pools, concurrency=concurrency)
+
+    def drain(self, timeout: float = 30.0) -> int:
+        """Run every job that is due in this thread until none is left (also waiting for retries
+        and sleeps that fall due within ``timeout``); returns how many invocations ran."""
+        return _drain(self._engine(), timeout)
+
+
+def _triggers(on: str | Sequence[str] | None) -> tuple[str, ...]:
+    if on is None:
+        return ()
+    names = [on] if isinstance(on, str) else list(on)
+    for n in names:
+        if not isinstance(n, str) or not n:
+            raise ConfigError(f"on= takes event names (non-empty strings), got {n!r}")
+    return tuple(dict.fromkeys(names))
+
+
+def _concurrency(value: int | Concurrency | None) -> Concurrency | None:
+    if value is None or isinstance(value, Concurrency):
+        return value
+    if isinstance(value, int) and not isinstance(value, bool) and value >= 1:
+        return Concurrency(limit=value)
+    raise ConfigError(f"concurrency must be a positive integer or conveyor.Concurrency, got {value!r}")
+
+
+def _async_twin(name: str) -> Any:
+    sync = getattr(Conveyor, name)
+
+    @functools.wraps(sync)
+    async def twin(self: Conveyor, *args: Any, **kwargs: Any) -> Any:
+        return await asyncio.to_thread(sync, self, *args, **kwargs)
+
+    twin.__name__ = twin.__qualname__ = "a" + name
+    twin.__doc__ = f"Async twin of :meth:`Conveyor.{name}`."
+    twin.__signature__ = inspect.signature(sync)  # type: ignore[attr-defined]
+    return twin
+
+
+ASYNC_TWINS = ("send", "send_many", "get_run", "runs_for_event", "list_runs", "run_logs",
+               "cancel_run", "replay_run", "dead_letters", "redrive", "drain")
+for _name in ASYNC_TWINS:
+    setattr(Conveyor, "a" + _name, _async_twin(_name))

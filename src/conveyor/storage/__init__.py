@@ -1,0 +1,1 @@
+"""Storage: the only place that knows SQL. Backends implement :class:`storage.base.Storage`."""

@@ -1,0 +1,214 @@
+"""The storage contract, in domain verbs.
+
+Every backend implements this class and passes the same conformance suite.
+State writes are *fenced*: a worker's writes for a run apply only while the run's
+job still carries the lease token the worker claimed it with, so a worker that
+lost its lease (it stalled, or the run was cancelled) cannot overwrite anything.
+Terminal states never change, and a finished step is never rewritten.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+from conveyor.executor.ops import LogRecord, MemoStep, NewEvent, Outcome, StepWrite
+
+
+@dataclass(frozen=True, slots=True)
+class FunctionSpec:
+    """What the database must know of a function to route events and limit concurrency."""
+
+    id: str
+    pool: str
+    triggers: tuple[str, ...]
+    retries: int
+    concurrency_limit: int | None = None
+    concurrency_key: str | None = None
+    cron: str | None = None
+    has_on_failure: bool = False
+
+
+@dataclass(slots=True)
+class DirectRun:
+    """A run of one named function, not routed by event name (``fn.invoke``)."""
+
+    run_id: str
+    function_id: str
+    event: NewEvent
+
+
+@dataclass(slots=True)
+class ClaimedJob:
+    run_id: str
+    token: int
+    function_id: str
+    pool: str
+    event_id: str
+    event_name: str
+    event_data: str  # JSON text
+    event_ts: float
+    memo: dict[str, MemoStep]
+    failure_of: str | None  # for an on_failure run: the failed run's id
+
+
+@dataclass(slots=True)
+class JobResult:
+    """Everything one invocation wrote, applied atomically and fenced by ``token``."""
+
+    run_id: str
+    token: int
+    function_id: str
+    steps: list[StepWrite] = field(default_factory=list)
+    outcome: Outcome | None = None  # None: intermediate checkpoint only
+    logs: list[LogRecord] = field(default_factory=list)
+    on_failure: bool = False  # the function has a handler to start if the run fails
+    release: bool = False  # give the job back now (worker stopping)
+
+
+@dataclass(slots=True)
+class RunRow:
+    id: str
+    function_id: str
+    event_id: str
+    status: str
+    pool: str
+    output: str | None
+    error: str | None
+    parent_id: str | None
+    created_at: float
+    started_at: float | None
+    ended_at: float | None
+
+
+@dataclass(slots=True)
+class StepRow:
+    run_id: str
+    id: str
+    seq: int
+    kind: str
+    status: str
+    attempts: int
+    output: str | None
+    error: str | None
+    wake_at: float | None
+    started_at: float | None
+    ended_at: float | None
+
+
+@dataclass(slots=True)
+class EventRow:
+    id: str
+    name: str
+    data: str
+    ts: float
+
+
+@dataclass(frozen=True, slots=True)
+class RunFilter:
+    function: str | None = None
+    status: str | None = None
+    event_id: str | None = None
+    parent_id: str | None = None
+    before: str | None = None  # run id cursor: runs older than this one
+    limit: int = 100
+
+
+class Listener(Protocol):
+    def wait(self, timeout: float) -> bool: ...
+    def poke(self) -> None: ...
+    def close(self) -> None: ...
+
+
+class Storage(ABC):
+    """A database that holds events, runs, steps, jobs and logs."""
+
+    url: str
+
+    # ---- lifecycle ----------------------------------------------------------------------------
+    @abstractmethod
+    def migrate(self) -> list[int]:
+        """Apply pending migrations (safe when several processes do it at once)."""
+
+    @abstractmethod
+    def close(self) -> None: ...
+
+    @abstractmethod
+    def now(self) -> float:
+        """The database's clock, in Unix seconds."""
+
+    @abstractmethod
+    def listener(self) -> Listener:
+        """A channel on which this process hears that new work may be due."""
+
+    @abstractmethod
+    def notify(self) -> None:
+        """Tell listening workers (of every process) that new work may be due."""
+
+    # ---- functions and events -----------------------------------------------------------------
+    @abstractmethod
+    def functions_sync(self, specs: Sequence[FunctionSpec]) -> None:
+        """Upsert these functions and their event triggers."""
+
+    @abstractmethod
+    def events_send(self, events: Sequence[NewEvent]) -> list[bool]:
+        """Store events and start one run per matching function, in one transaction.
+
+        Returns, per event, whether it was new (a known id is accepted and ignored).
+        """
+
+    @abstractmethod
+    def runs_start(self, runs: Sequence[DirectRun]) -> None:
+        """Store each run's event and the run itself, for a named function."""
+
+    # ---- jobs ---------------------------------------------------------------------------------
+    @abstractmethod
+    def jobs_claim(
+        self, worker: str, pools: Sequence[str], functions: Sequence[str], limit: int, lease: float
+    ) -> list[ClaimedJob]:
+        """Lease up to ``limit`` due jobs (expired leases included), with their memos."""
+
+    @abstractmethod
+    def jobs_heartbeat(self, leases: Sequence[tuple[str, int]], lease: float) -> list[str]:
+        """Extend these leases; return the run ids whose lease was lost."""
+
+    @abstractmethod
+    def jobs_commit(self, results: Sequence[JobResult]) -> list[bool]:
+        """Apply each result in one transaction; per result, whether its fence held."""
+
+    @abstractmethod
+    def jobs_next_due(self, pools: Sequence[str], functions: Sequence[str]) -> float | None:
+        """When the next job of these pools is due (leased jobs: when their lease expires)."""
+
+    # ---- runs ---------------------------------------------------------------------------------
+    @abstractmethod
+    def run_get(self, run_id: str) -> RunRow | None: ...
+
+    @abstractmethod
+    def runs_get(self, run_ids: Sequence[str]) -> list[RunRow]: ...
+
+    @abstractmethod
+    def runs_list(self, flt: RunFilter) -> list[RunRow]: ...
+
+    @abstractmethod
+    def steps_list(self, run_id: str) -> list[StepRow]: ...
+
+    @abstractmethod
+    def children_counts(self, run_id: str) -> dict[str, int]:
+        """A parent's children by status."""
+
+    @abstractmethod
+    def event_get(self, event_id: str) -> EventRow | None: ...
+
+    @abstractmethod
+    def logs_list(self, run_id: str, limit: int = 1000) -> list[dict[str, Any]]: ...
+
+    @abstractmethod
+    def run_cancel(self, run_id: str) -> bool:
+        """Cancel a run that has not ended (and its unfinished children)."""
+
+    @abstractmethod
+    def run_requeue(self, run_id: str, from_statuses: Sequence[str]) -> bool:
+        """Send an ended run back to ``queued``, keeping its finished steps."""

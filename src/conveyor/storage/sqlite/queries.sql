@@ -1,0 +1,230 @@
+-- SQL of the SQLite backend, one named block per operation of storage.base.Storage.
+
+-- name: migrations_table
+CREATE TABLE IF NOT EXISTS conveyor_migrations (
+    version    INTEGER PRIMARY KEY,
+    name       TEXT NOT NULL,
+    applied_at REAL NOT NULL
+);
+
+-- name: migrations_applied
+SELECT version FROM conveyor_migrations ORDER BY version;
+
+-- name: migration_record
+INSERT INTO conveyor_migrations (version, name, applied_at) VALUES (?, ?, ?);
+
+-- name: function_upsert
+INSERT INTO conveyor_functions
+    (id, pool, retries, concurrency_limit, concurrency_key, cron, has_on_failure, updated_at)
+VALUES (?, ?, ?, ?, ?, ?, ?, ?)
+ON CONFLICT (id) DO UPDATE SET
+    pool = excluded.pool, retries = excluded.retries,
+    concurrency_limit = excluded.concurrency_limit, concurrency_key = excluded.concurrency_key,
+    cron = excluded.cron, has_on_failure = excluded.has_on_failure, updated_at = excluded.updated_at;
+
+-- name: triggers_clear
+DELETE FROM conveyor_triggers WHERE function_id = ?;
+
+-- name: trigger_insert
+INSERT OR IGNORE INTO conveyor_triggers (event_name, function_id) VALUES (?, ?);
+
+-- name: routes_for_event
+SELECT f.id, f.pool, f.concurrency_limit, f.concurrency_key
+FROM conveyor_triggers t JOIN conveyor_functions f ON f.id = t.function_id
+WHERE t.event_name = ?;
+
+-- name: function_get
+SELECT id, pool, concurrency_limit, concurrency_key, has_on_failure
+FROM conveyor_functions WHERE id = ?;
+
+-- name: event_insert
+INSERT OR IGNORE INTO conveyor_events (id, name, data, ts) VALUES (?, ?, ?, ?);
+
+-- name: event_get
+SELECT id, name, data, ts FROM conveyor_events WHERE id = ?;
+
+-- name: run_insert
+INSERT OR IGNORE INTO conveyor_runs
+    (id, function_id, event_id, status, pool, parent_id, parent_step, child_index, failure_of, created_at)
+VALUES (?, ?, ?, 'queued', ?, ?, ?, ?, ?, ?);
+
+-- name: job_insert
+INSERT INTO conveyor_jobs (run_id, pool, function_id, run_at, cgroup, climit)
+VALUES (?, ?, ?, ?, ?, ?)
+ON CONFLICT (run_id) DO UPDATE SET run_at = min(run_at, excluded.run_at)
+WHERE lease_expires IS NULL;
+
+-- name: waits_for_event
+SELECT run_id, step_id, match_path, match_value, created_at
+FROM conveyor_waits WHERE event_name = ? AND matched_event_id IS NULL;
+
+-- name: wait_match
+UPDATE conveyor_waits SET matched_event_id = ?
+WHERE run_id = ? AND step_id = ? AND matched_event_id IS NULL;
+
+-- name: job_wake
+UPDATE conveyor_jobs SET run_at = ? WHERE run_id = ? AND lease_expires IS NULL AND run_at > ?;
+
+-- name: jobs_due
+SELECT run_id, cgroup, climit FROM conveyor_jobs
+WHERE pool = ? AND run_at <= ? AND function_id IN (SELECT value FROM json_each(?))
+ORDER BY run_at LIMIT ?;
+
+-- name: cgroup_running
+SELECT count(*) FROM conveyor_jobs WHERE cgroup = ? AND lease_expires > ?;
+
+-- name: job_lease
+UPDATE conveyor_jobs SET token = token + 1, lease_expires = ?, run_at = ?, worker = ?
+WHERE run_id = ? RETURNING token;
+
+-- name: run_mark_running
+UPDATE conveyor_runs SET status = 'running', started_at = coalesce(started_at, ?)
+WHERE id = ? AND status IN ('queued', 'waiting', 'running')
+RETURNING function_id, pool, event_id, failure_of, started_at = ?;
+
+-- name: event_for_run
+SELECT e.id, e.name, e.data, e.ts FROM conveyor_events e WHERE e.id = ?;
+
+-- name: memo_for_run
+SELECT step_id, kind, status, attempts, output, error, wake_at, seq, started_at
+FROM conveyor_steps WHERE run_id = ?;
+
+-- name: waits_resolve
+DELETE FROM conveyor_waits
+WHERE run_id = ? AND (matched_event_id IS NOT NULL OR expires_at <= ?)
+RETURNING step_id, matched_event_id;
+
+-- name: step_resolve
+UPDATE conveyor_steps SET status = ?, output = ?, error = ?, ended_at = ?, attempts = attempts + 1
+WHERE run_id = ? AND step_id = ? AND status NOT IN ('completed', 'failed');
+
+-- name: job_heartbeat
+UPDATE conveyor_jobs SET lease_expires = ?, run_at = ?
+WHERE run_id = ? AND token = ? AND lease_expires IS NOT NULL;
+
+-- name: job_fence
+SELECT token FROM conveyor_jobs WHERE run_id = ? AND lease_expires IS NOT NULL;
+
+-- name: step_upsert
+INSERT INTO conveyor_steps
+    (run_id, step_id, seq, kind, status, attempts, output, error, wake_at, started_at, ended_at)
+VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
+ON CONFLICT (run_id, step_id) DO UPDATE SET
+    status = excluded.status, attempts = excluded.attempts, output = excluded.output,
+    error = excluded.error, wake_at = excluded.wake_at, ended_at = excluded.ended_at
+WHERE conveyor_steps.status NOT IN ('completed', 'failed');
+
+-- name: run_complete
+UPDATE conveyor_runs SET status = 'completed', output = ?, error = NULL, ended_at = ?
+WHERE id = ? AND status = 'running'
+RETURNING parent_id, parent_step;
+
+-- name: run_fail
+UPDATE conveyor_runs SET status = 'failed', error = ?, ended_at = ?, failures = failures + 1
+WHERE id = ? AND status = 'running'
+RETURNING parent_id, parent_step, failures, event_id, failure_of;
+
+-- name: run_set_status
+UPDATE conveyor_runs SET status = ? WHERE id = ? AND status = 'running';
+
+-- name: job_delete
+DELETE FROM conveyor_jobs WHERE run_id = ?;
+
+-- name: job_reschedule
+UPDATE conveyor_jobs SET run_at = ?, lease_expires = NULL, worker = NULL WHERE run_id = ?;
+
+-- name: job_release
+UPDATE conveyor_jobs SET run_at = ?, lease_expires = NULL, worker = NULL, token = token + 1
+WHERE run_id = ?;
+
+-- name: parent_wake
+UPDATE conveyor_runs SET status = 'queued' WHERE id = ? AND status = 'waiting';
+
+-- name: wait_insert
+INSERT OR REPLACE INTO conveyor_waits
+    (run_id, step_id, event_name, match_path, match_value, created_at, expires_at, matched_event_id)
+VALUES (?, ?, ?, ?, ?, ?, ?, NULL);
+
+-- name: log_insert
+INSERT INTO conveyor_logs (run_id, step_id, attempt, ts, level, message) VALUES (?, ?, ?, ?, ?, ?);
+
+-- name: next_due
+SELECT min(run_at) FROM conveyor_jobs
+WHERE pool = ? AND lease_expires IS NULL AND function_id IN (SELECT value FROM json_each(?));
+
+-- name: run_get
+SELECT id, function_id, event_id, status, pool, output, error, parent_id, created_at, started_at, ended_at
+FROM conveyor_runs WHERE id = ?;
+
+-- name: steps_list
+SELECT run_id, step_id, seq, kind, status, attempts, output, error, wake_at, started_at, ended_at
+FROM conveyor_steps WHERE run_id = ? ORDER BY seq;
+
+-- name: children_counts
+SELECT status, count(*) FROM conveyor_runs WHERE parent_id = ? GROUP BY status;
+
+-- name: logs_list
+SELECT step_id, attempt, ts, level, message FROM conveyor_logs WHERE run_id = ? ORDER BY id LIMIT ?;
+
+-- name: run_cancel
+UPDATE conveyor_runs SET status = 'cancelled', ended_at = ?
+WHERE id = ? AND status IN ('queued', 'running', 'waiting');
+
+-- name: children_unfinished
+SELECT id FROM conveyor_runs
+WHERE parent_id = ? AND status IN ('queued', 'running', 'waiting');
+
+-- name: waits_delete
+DELETE FROM conveyor_waits WHERE run_id = ?;
+
+-- name: run_requeue
+UPDATE conveyor_runs SET status = 'queued', error = NULL, output = NULL, ended_at = NULL
+WHERE id = ? AND status IN (SELECT value FROM json_each(?))
+RETURNING pool, function_id;
+
+-- name: steps_unfinished_delete
+DELETE FROM conveyor_steps WHERE run_id = ? AND status != 'completed';
+
+-- Listing runs, newest first (run ids sort by creation time). Each block walks the
+-- index that fits its leading filter; the other filters are residual.
+
+-- name: runs_by_event
+SELECT id, function_id, event_id, status, pool, output, error, parent_id, created_at, started_at, ended_at
+FROM conveyor_runs
+WHERE event_id = ?1 AND (?2 IS NULL OR function_id = ?2) AND (?3 IS NULL OR status = ?3)
+  AND (?4 IS NULL OR id < ?4)
+ORDER BY id DESC LIMIT ?5;
+
+-- name: runs_by_parent
+SELECT id, function_id, event_id, status, pool, output, error, parent_id, created_at, started_at, ended_at
+FROM conveyor_runs
+WHERE parent_id = ?1 AND (?2 IS NULL OR function_id = ?2) AND (?3 IS NULL OR status = ?3)
+  AND (?4 IS NULL OR id < ?4)
+ORDER BY child_index LIMIT ?5;
+
+-- name: runs_by_function
+SELECT id, function_id, event_id, status, pool, output, error, parent_id, created_at, started_at, ended_at
+FROM conveyor_runs INDEXED BY conveyor_runs_function
+WHERE function_id = ?1 AND (?2 IS NULL OR status = ?2) AND id < coalesce(?3, '~')
+ORDER BY function_id DESC, id DESC LIMIT ?4;
+
+-- name: runs_by_status
+SELECT id, function_id, event_id, status, pool, output, error, parent_id, created_at, started_at, ended_at
+FROM conveyor_runs INDEXED BY conveyor_runs_status
+WHERE status = ?1 AND id < coalesce(?2, '~')
+ORDER BY status DESC, id DESC LIMIT ?3;
+
+-- name: runs_all
+SELECT id, function_id, event_id, status, pool, output, error, parent_id, created_at, started_at, ended_at
+FROM conveyor_runs
+WHERE id < coalesce(?1, '~')
+ORDER BY id DESC LIMIT ?2;
+
+-- name: waited_event_names
+SELECT DISTINCT event_name FROM conveyor_waits WHERE matched_event_id IS NULL;
+
+-- name: run_parent
+SELECT parent_id, parent_step FROM conveyor_runs WHERE id = ?;
+
+-- name: run_event_data
+SELECT e.data FROM conveyor_runs r JOIN conveyor_events e ON e.id = r.event_id WHERE r.id = ?;

@@ -1,0 +1,187 @@
+"""Plain data types of the public API: events, runs, steps, statuses."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from enum import StrEnum
+from typing import Any
+
+
+class RunStatus(StrEnum):
+    QUEUED = "queued"
+    RUNNING = "running"
+    WAITING = "waiting"
+    COMPLETED = "completed"
+    FAILED = "failed"
+    CANCELLED = "cancelled"
+
+    @property
+    def terminal(self) -> bool:
+        return self in (RunStatus.COMPLETED, RunStatus.FAILED, RunStatus.CANCELLED)
+
+
+TERMINAL_STATUSES = frozenset({"completed", "failed", "cancelled"})
+
+
+class StepKind(StrEnum):
+    RUN = "run"
+    SLEEP = "sleep"
+    WAIT_FOR_EVENT = "wait_for_event"
+    INVOKE = "invoke"
+    MAP = "map"
+    SEND_EVENT = "send_event"
+
+
+def _utc(ts: float | None) -> datetime | None:
+    return None if ts is None else datetime.fromtimestamp(ts, tz=timezone.utc)
+
+
+@dataclass(frozen=True, slots=True)
+class Event:
+    """An event: ``{id, name, data, ts}``. ``data`` is a JSON object for sent events."""
+
+    name: str
+    data: Any = field(default_factory=dict)
+    id: str | None = None
+    ts: datetime | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "id": self.id,
+            "name": self.name,
+            "data": self.data,
+            "ts": self.ts.isoformat() if self.ts else None,
+        }
+
+
+@dataclass(frozen=True, slots=True)
+class StepRecord:
+    id: str
+    kind: str
+    status: str
+    attempts: int
+    output: Any = None
+    error: dict[str, Any] | None = None
+    started_at: datetime | None = None
+    ended_at: datetime | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Progress:
+    """Counts of a parent's children by status."""
+
+    total: int = 0
+    queued: int = 0
+    running: int = 0
+    waiting: int = 0
+    completed: int = 0
+    failed: int = 0
+    cancelled: int = 0
+
+    @property
+    def ended(self) -> int:
+        return self.completed + self.failed + self.cancelled
+
+    @property
+    def done(self) -> bool:
+        return self.total > 0 and self.ended >= self.total
+
+
+@dataclass(frozen=True, slots=True)
+class Run:
+    id: str
+    function_id: str
+    event_id: str
+    status: str
+    output: Any = None
+    error: dict[str, Any] | None = None
+    steps: list[StepRecord] = field(default_factory=list)
+    parent_id: str | None = None
+    progress: Progress | None = None
+    pool: str = "default"
+    created_at: datetime | None = None
+    started_at: datetime | None = None
+    ended_at: datetime | None = None
+
+    @property
+    def done(self) -> bool:
+        return self.status in TERMINAL_STATUSES
+
+    def to_dict(self) -> dict[str, Any]:
+        def ts(d: datetime | None) -> str | None:
+            return d.isoformat() if d else None
+
+        return {
+            "id": self.id,
+            "function_id": self.function_id,
+            "event_id": self.event_id,
+            "status": self.status,
+            "output": self.output,
+            "error": self.error,
+            "parent_id": self.parent_id,
+            "pool": self.pool,
+            "created_at": ts(self.created_at),
+            "started_at": ts(self.started_at),
+            "ended_at": ts(self.ended_at),
+            "progress": None if self.progress is None else {
+                "total": self.progress.total,
+                "queued": self.progress.queued,
+                "running": self.progress.running,
+                "waiting": self.progress.waiting,
+                "completed": self.progress.completed,
+                "failed": self.progress.failed,
+                "cancelled": self.progress.cancelled,
+            },
+            "steps": [
+                {
+                    "id": s.id,
+                    "kind": s.kind,
+                    "status": s.status,
+                    "attempts": s.attempts,
+                    "output": s.output,
+                    "error": s.error,
+                    "started_at": ts(s.started_at),
+                    "ended_at": ts(s.ended_at),
+                }
+                for s in self.steps
+            ],
+        }
+
+
+@dataclass(frozen=True, slots=True)
+class Concurrency:
+    """A cap on runs of one function executing at the same moment.
+
+    ``key`` (e.g. ``"event.data.user_id"``) makes the cap apply per distinct value.
+    Runs that are sleeping or waiting do not count.
+    """
+
+    limit: int
+    key: str | None = None
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.limit, int) or self.limit < 1:
+            raise ValueError("Concurrency.limit must be a positive integer")
+
+
+@dataclass(frozen=True, slots=True)
+class Backoff:
+    """Exponential backoff with jitter between attempts of a step.
+
+    The n-th retry waits ``min(cap, base * factor**n)`` scaled by a random factor in
+    ``[1 - jitter, 1]``.
+    """
+
+    base: float = 1.0
+    cap: float = 600.0
+    factor: float = 2.0
+    jitter: float = 0.5
+
+    def __post_init__(self) -> None:
+        if self.base < 0 or self.cap < 0 or self.factor < 1 or not 0 <= self.jitter <= 1:
+            raise ValueError("Backoff: base/cap >= 0, factor >= 1, 0 <= jitter <= 1")
+
+
+def utc_from_ts(ts: float | None) -> datetime | None:
+    return _utc(ts)

@@ -1,0 +1,1 @@
+"""Thin shells that advance runs: the pull worker and ``drain``."""

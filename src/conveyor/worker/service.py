@@ -1,0 +1,271 @@
+"""The pull worker: claims due jobs, runs them, checkpoints them, holds their leases.
+
+Threads:
+
+* the fetcher claims jobs in batches while there is free capacity, and sleeps on
+  the storage's wake-up channel (or until the next job is due) when there is none;
+* ``def`` functions run on a thread pool; ``async def`` functions on one event loop;
+* the committer applies finished steps and outcomes in grouped transactions;
+* the heartbeat extends the leases of everything in flight, so a step of any length
+  is never claimed twice while its worker lives, and reports leases that were lost.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import signal
+import socket
+import threading
+import time
+from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any
+
+from conveyor.engine.engine import Engine
+from conveyor.executor.invocation import Invocation
+from conveyor.executor.ops import LeaseLost, StepWrite
+from conveyor.ids import new_id
+from conveyor.storage.base import ClaimedJob, JobResult
+from conveyor.worker.committer import Committer
+
+log = logging.getLogger(__name__)
+
+
+class Worker:
+    """Serves the given pools (default: every pool of the app's functions)."""
+
+    def __init__(
+        self,
+        engine: Engine,
+        *,
+        pools: Sequence[str] | None = None,
+        concurrency: int = 8,
+        poll_interval: float = 1.0,
+        name: str | None = None,
+    ) -> None:
+        if not isinstance(concurrency, int) or concurrency < 1:
+            raise ValueError("concurrency must be a positive integer")
+        self.engine = engine
+        self._pools = list(pools) if pools else None
+        self.concurrency = concurrency
+        self.poll_interval = poll_interval
+        self.name = name or f"{socket.gethostname()}:{os.getpid()}:{new_id()[-6:]}"
+        self._inflight: dict[str, int] = {}  # run_id -> lease token
+        self._lost: set[str] = set()
+        self._lock = threading.Lock()
+        self._stopping = threading.Event()
+        self._stopped = threading.Event()
+        self._threads: list[threading.Thread] = []
+        self._pool: ThreadPoolExecutor | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._listener: Any = None
+        self._committer = Committer(engine.commit, self._committed)
+        self._started = False
+
+    @property
+    def pools(self) -> list[str]:
+        return self._pools or self.engine.registry.pools()
+
+    # ---- lifecycle ----------------------------------------------------------------------------
+
+    def start(self) -> Worker:
+        """Start serving in background threads; returns at once."""
+        if self._started:
+            return self
+        self._started = True
+        self.engine.ready()
+        self._listener = self.engine.storage.listener()
+        self._pool = ThreadPoolExecutor(self.concurrency, thread_name_prefix="conveyor-run")
+        self._committer.start()
+        for target, tname in ((self._fetch_loop, "conveyor-fetch"), (self._heartbeat_loop, "conveyor-heartbeat")):
+            t = threading.Thread(target=target, name=tname, daemon=True)
+            t.start()
+            self._threads.append(t)
+        log.info("worker %s serving pools %s", self.name, ", ".join(self.pools))
+        return self
+
+    def run(self, grace: float = 30.0) -> None:
+        """Serve until SIGTERM or SIGINT, then stop cleanly within ``grace`` seconds."""
+        stop_requested = threading.Event()
+        previous: dict[int, Any] = {}
+        if threading.current_thread() is threading.main_thread():
+            for sig in (signal.SIGTERM, signal.SIGINT):
+                previous[sig] = signal.signal(sig, lambda *_: stop_requested.set())
+        try:
+            self.start()
+            while not stop_requested.wait(0.5):
+                if self._stopped.is_set():
+                    break
+        finally:
+            self.stop(grace)
+            for sig, handler in previous.items():
+                signal.signal(sig, handler)
+
+    def stop(self, grace: float = 10.0) -> None:
+        """Stop claiming, let running invocations finish for ``grace`` seconds, give back the rest."""
+        if not self._started or self._stopped.is_set():
+            return
+        self._stopping.set()
+        if self._listener is not None:
+            self._listener.poke()
+        deadline = time.monotonic() + grace
+        while time.monotonic() < deadline:
+            with self._lock:
+                if not self._inflight:
+                    break
+            time.sleep(0.01)
+        with self._lock:
+            leftover = list(self._inflight.items())
+            self._lost.update(self._inflight)
+        for run_id, token in leftover:  # still running past the grace: hand them back
+            self._committer.submit(JobResult(run_id, token, "", release=True))
+        self._committer.stop(timeout=max(5.0, grace))
+        self._stopped.set()
+        for t in self._threads:
+            t.join(timeout=2.0)
+        if self._pool is not None:
+            self._pool.shutdown(wait=False, cancel_futures=True)
+        if self._loop is not None:
+            self._loop.call_soon_threadsafe(self._loop.stop)
+        if self._listener is not None:
+            self._listener.close()
+        if leftover:
+            log.warning("worker %s released %d unfinished runs", self.name, len(leftover))
+
+    # ---- fetching -----------------------------------------------------------------------------
+
+    def _fetch_loop(self) -> None:
+        backoff = 0.05
+        while not self._stopping.is_set():
+            try:
+                got, asked = self._fetch_once()
+                backoff = 0.05
+            except Exception:
+                log.exception("claiming jobs failed; retrying in %.2fs", backoff)
+                self._listener.wait(backoff)
+                backoff = min(backoff * 2, 5.0)
+                continue
+            if asked and got == asked:
+                continue  # there may be more due right now
+            timeout = self.poll_interval
+            if asked:  # capacity left and nothing more due: sleep until the next due job
+                try:
+                    due = self.engine.next_due(self.pools)
+                except Exception:
+                    due = None
+                if due is not None:
+                    timeout = min(timeout, max(0.0, due - time.time()))
+            self._listener.wait(timeout)
+
+    def _fetch_once(self) -> tuple[int, int]:
+        with self._lock:
+            free = self.concurrency - len(self._inflight)
+        if free <= 0:
+            return 0, 0
+        jobs = self.engine.claim(self.name, self.pools, free)
+        with self._lock:
+            for job in jobs:
+                self._inflight[job.run_id] = job.token
+        for job in jobs:
+            self._dispatch(job)
+        return len(jobs), free
+
+    def _dispatch(self, job: ClaimedJob) -> None:
+        prepared = self.engine.prepare(job, self._sink(job))
+        if isinstance(prepared, JobResult):
+            self._committer.submit(prepared)
+        elif prepared.is_async:
+            asyncio.run_coroutine_threadsafe(self._run_async(job, prepared), self._event_loop())
+        else:
+            assert self._pool is not None
+            self._pool.submit(self._run_sync, job, prepared)
+
+    def _sink(self, job: ClaimedJob) -> Any:
+        def checkpoint(write: StepWrite) -> None:
+            if job.run_id in self._lost:
+                raise LeaseLost(job.run_id)
+            self._committer.submit(JobResult(job.run_id, job.token, job.function_id, steps=[write]))
+
+        return checkpoint
+
+    def _run_sync(self, job: ClaimedJob, inv: Invocation) -> None:
+        try:
+            result = inv.run()
+        except LeaseLost:
+            return self._forget(job.run_id)
+        except BaseException:
+            log.exception("invocation of run %s crashed", job.run_id)
+            return self._forget(job.run_id)
+        self._committer.submit(self.engine.result_of(job, result))
+
+    async def _run_async(self, job: ClaimedJob, inv: Invocation) -> None:
+        try:
+            result = await inv.arun()
+        except LeaseLost:
+            return self._forget(job.run_id)
+        except BaseException:
+            log.exception("invocation of run %s crashed", job.run_id)
+            return self._forget(job.run_id)
+        self._committer.submit(self.engine.result_of(job, result))
+
+    def _event_loop(self) -> asyncio.AbstractEventLoop:
+        if self._loop is None:
+            loop = asyncio.new_event_loop()
+            t = threading.Thread(target=loop.run_forever, name="conveyor-async", daemon=True)
+            t.start()
+            self._loop = loop
+        return self._loop
+
+    def _forget(self, run_id: str) -> None:
+        with self._lock:
+            self._inflight.pop(run_id, None)
+            self._lost.discard(run_id)
+        self._listener.poke()
+
+    # ---- after commit -------------------------------------------------------------------------
+
+    def _committed(self, batch: Sequence[JobResult], accepted: list[bool]) -> None:
+        finished = False
+        spawned = False
+        with self._lock:
+            for res, ok in zip(batch, accepted, strict=True):
+                final = res.outcome is not None or res.release
+                if not ok:
+                    if res.run_id in self._inflight and self._inflight[res.run_id] == res.token:
+                        self._lost.add(res.run_id)
+                    if final:
+                        self._inflight.pop(res.run_id, None)
+                        self._lost.discard(res.run_id)
+                        finished = True
+                    continue
+                if final:
+                    self._inflight.pop(res.run_id, None)
+                    self._lost.discard(res.run_id)
+                    finished = True
+                if any(w.children or w.events for w in res.steps):
+                    spawned = True
+        if spawned:
+            self.engine.storage.notify()
+        elif finished:
+            self._listener.poke()
+
+    # ---- leases -------------------------------------------------------------------------------
+
+    def _heartbeat_loop(self) -> None:
+        interval = max(0.05, self.engine.lease / 3)
+        while not self._stopped.wait(interval):
+            with self._lock:
+                leases = [(r, t) for r, t in self._inflight.items() if r not in self._lost]
+            if not leases:
+                continue
+            try:
+                lost = self.engine.heartbeat(leases)
+            except Exception:
+                log.exception("heartbeat failed")
+                continue
+            if lost:
+                with self._lock:
+                    self._lost.update(r for r in lost if r in self._inflight)
+                log.warning("worker %s lost the lease of %d runs", self.name, len(lost))
