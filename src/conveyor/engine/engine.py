@@ -11,16 +11,17 @@ import time
 from collections.abc import Callable, Sequence
 from typing import Any
 
-from conveyor.errors import InvalidInput, InvalidState, NotFound, SerializationError, StepError
+from conveyor.engine.registry import Registry
+from conveyor.errors import InvalidInput, InvalidState, NotFound, StepError
 from conveyor.executor import codec
 from conveyor.executor.invocation import Invocation, InvocationResult
-from conveyor.executor.ops import Failed, NewEvent, StepWrite
 from conveyor.ids import new_id
-from conveyor.engine.registry import Registry
+from conveyor.records import Failed, NewEvent, StepWrite
 from conveyor.storage.base import ClaimedJob, DirectRun, JobResult, RunFilter, RunRow, Storage
-from conveyor.types import Backoff, Event, Progress, Run, StepRecord, utc_from_ts
+from conveyor.types import Backoff, Event, Progress, Run, RunStatus, StepRecord, utc_from_ts
 
 RESERVED_PREFIX = "conveyor/"
+RUN_STATUSES = frozenset(s.value for s in RunStatus)
 
 
 class Engine:
@@ -85,11 +86,9 @@ class Engine:
         if self.registry.get(function_id) is None:
             raise NotFound(f"unknown function {function_id!r}")
         run_id = new_id()
-        try:
-            payload = codec.dumps({} if data is None else data, what=f"the data for {function_id!r}")
-        except SerializationError:
-            raise
-        self.storage.runs_start([DirectRun(run_id, function_id, NewEvent(run_id, "conveyor/invoke", payload, time.time()))])
+        payload = codec.dumps({} if data is None else data, what=f"the data for {function_id!r}")
+        event = NewEvent(run_id, "conveyor/invoke", payload, time.time())
+        self.storage.runs_start([DirectRun(run_id, function_id, event)])
         self.storage.notify()
         return run_id
 
@@ -122,6 +121,7 @@ class Engine:
             fn=definition.fn, function_id=job.function_id, run_id=job.run_id, event=event,
             memo=job.memo, retries=definition.spec.retries, backoff=definition.backoff or self.backoff,
             sink=sink, new_id=new_id, budget=self.budget, extra_args=extra,
+            view=self.storage, known_functions=self.registry.known(),
         )
 
     def result_of(self, job: ClaimedJob, result: InvocationResult) -> JobResult:
@@ -154,7 +154,7 @@ class Engine:
 
     def list_runs(self, flt: RunFilter) -> list[Run]:
         self.ready()
-        if flt.status is not None and flt.status not in ("queued", "running", "waiting", "completed", "failed", "cancelled"):
+        if flt.status is not None and flt.status not in RUN_STATUSES:
             raise InvalidInput(f"unknown run status {flt.status!r}")
         if not isinstance(flt.limit, int) or flt.limit < 1:
             raise InvalidInput("limit must be a positive integer")

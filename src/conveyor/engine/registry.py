@@ -23,6 +23,7 @@ class Registry:
     def __init__(self) -> None:
         self.functions: dict[str, FunctionDef] = {}
         self.version = 0
+        self._known: tuple[int, frozenset[str]] | None = None
 
     def add(self, definition: FunctionDef) -> None:
         self.functions[definition.id] = definition
@@ -36,6 +37,12 @@ class Registry:
 
     def ids(self) -> list[str]:
         return sorted(self.functions)
+
+    def known(self) -> frozenset[str]:
+        cached = self._known
+        if cached is None or cached[0] != self.version:
+            cached = self._known = (self.version, frozenset(self.functions))
+        return cached[1]
 
     def specs(self) -> list[FunctionSpec]:
         return [d.spec for d in self.functions.values()]

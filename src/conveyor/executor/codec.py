@@ -7,7 +7,14 @@ from typing import Any
 
 from conveyor.errors import SerializationError
 
-_encoder = json.JSONEncoder(ensure_ascii=False, separators=(",", ":"), allow_nan=False)
+def _default(value: Any) -> Any:
+    to_json = getattr(value, "__conveyor_json__", None)
+    if to_json is None:
+        raise TypeError(f"Object of type {type(value).__name__} is not JSON serializable")
+    return to_json()
+
+
+_encoder = json.JSONEncoder(ensure_ascii=False, separators=(",", ":"), allow_nan=False, default=_default)
 _decode = json.JSONDecoder().decode
 
 

@@ -33,7 +33,7 @@ class RunLogger(logging.LoggerAdapter):  # type: ignore[type-arg]
         kwargs["extra"] = extra
         return msg, kwargs
 
-    def isEnabledFor(self, level: int) -> bool:  # noqa: N802 - logging's name
+    def isEnabledFor(self, level: int) -> bool:
         return level >= logging.INFO or self.logger.isEnabledFor(level)
 
     def log(self, level: int, msg: object, *args: Any, **kwargs: Any) -> None:

@@ -1,18 +1,114 @@
-"""``ctx.step.map``: fan out one child run per item (see issue on microprocesses)."""
+"""``ctx.step.map``: one child run per item, and the lazy sequence of their outputs."""
 
 from __future__ import annotations
 
-from collections.abc import Iterable
-from typing import TYPE_CHECKING, Any
+from collections.abc import Iterable, Iterator, Sequence
+from typing import TYPE_CHECKING, Any, overload
 
+from conveyor.errors import StepError
+from conveyor.executor import codec
 from conveyor.executor.ops import FatalRunError
+from conveyor.records import NewChild, NewEvent, StepWrite, Suspended
+from conveyor.types import StepKind
 
 if TYPE_CHECKING:
-    from conveyor.executor.invocation import Invocation
+    from conveyor.executor.invocation import Invocation, StorageView
+
+PAGE = 1000
 
 
-def map_step(inv: Invocation, id: str, function: Any, items: Iterable[Any]) -> Any:
-    raise FatalRunError({
-        "step_id": id, "type": "NotImplementedError",
-        "message": "ctx.step.map is not available in this version",
-    })
+class MapResults(Sequence[Any]):
+    """The outputs of a map step's children in item order, read from storage page by page.
+
+    Supports ``len()``, indexing, slicing and iteration, and can be passed to a later
+    step (or returned: it is then stored as a list).
+    """
+
+    def __init__(self, view: StorageView | None, run_id: str, step_id: str, total: int) -> None:
+        self._view = view
+        self._run_id = run_id
+        self._step_id = step_id
+        self._total = total
+        self._page_start = -1
+        self._page: list[Any] = []
+
+    def __len__(self) -> int:
+        return self._total
+
+    @overload
+    def __getitem__(self, index: int) -> Any: ...
+    @overload
+    def __getitem__(self, index: slice) -> list[Any]: ...
+    def __getitem__(self, index: int | slice) -> Any:
+        if isinstance(index, slice):
+            return [self[i] for i in range(*index.indices(self._total))]
+        if index < 0:
+            index += self._total
+        if not 0 <= index < self._total:
+            raise IndexError("map results index out of range")
+        start = index - index % PAGE
+        if start != self._page_start:
+            self._page = self._load(start)
+            self._page_start = start
+        return self._page[index - start]
+
+    def __iter__(self) -> Iterator[Any]:
+        for start in range(0, self._total, PAGE):
+            yield from self._load(start)
+
+    def _load(self, start: int) -> list[Any]:
+        if self._view is None:
+            raise RuntimeError("map results are not readable outside a run")
+        return [codec.loads(o) for o in self._view.children_outputs(self._run_id, self._step_id, start, PAGE)]
+
+    def failures(self) -> list[tuple[int, dict[str, Any]]]:
+        """``(index, error)`` of every child that did not complete (reads each child's status)."""
+        if self._view is None:
+            return []
+        out = []
+        for i, value in enumerate(self):
+            if value is None:
+                error = self._view.child_error(self._run_id, self._step_id, i)
+                if error is not None:
+                    out.append((i, error))
+        return out
+
+    def __conveyor_json__(self) -> list[Any]:
+        return list(self)
+
+    def __repr__(self) -> str:
+        return f"<MapResults step={self._step_id!r} len={self._total}>"
+
+
+def map_step(inv: Invocation, id: str, function: Any, items: Iterable[Any], allow_failures: bool) -> Any:
+    from conveyor.executor.steps import target_id
+
+    sid = inv.step_id(id)
+    inv._map_steps.add(sid)
+    memo = inv.lookup(sid, StepKind.MAP)
+    if memo is not None and memo.status in ("completed", "failed"):
+        if memo.status == "failed" and not allow_failures:
+            raise StepError.from_dict({**(memo.error or {}), "step_id": sid})
+        return MapResults(inv.view, inv.run_id, sid, memo.children_total or 0)
+    if memo is not None:
+        raise inv.suspend(Suspended(None, "map"))
+    fid = target_id(function)
+    inv.require_function(sid, fid)
+    try:
+        iterator = iter(items)
+    except TypeError:
+        raise FatalRunError({"step_id": sid, "type": "InvalidInput", "message": "map needs an iterable of items"}) \
+            from None
+    now = inv.clock()
+    children = []
+    for index, item in enumerate(iterator):
+        run_id = inv.new_id()
+        data = codec.dumps(item, what=f"item {index} of map step {sid!r}")
+        children.append(NewChild(run_id, fid, NewEvent(run_id, "conveyor/map", data, now), sid, index))
+    seq = inv.next_seq(None)
+    if not children:
+        inv.emit(StepWrite(sid, StepKind.MAP, "completed", 1, seq, started_at=now, ended_at=now, children_total=0))
+        return MapResults(inv.view, inv.run_id, sid, 0)
+    write = StepWrite(sid, StepKind.MAP, "waiting", 0, seq, started_at=now, children=children,
+                      children_total=len(children))
+    raise inv.suspend(Suspended(None, "map"), write)

@@ -14,26 +14,25 @@ import time
 import traceback
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Protocol
 
 from conveyor.errors import NonRetriableError, RetryAfterError, SerializationError, StepError
 from conveyor.executor import codec
 from conveyor.executor.context import Context
-from conveyor.executor.ops import (
-    Completed,
-    Failed,
-    FatalRunError,
-    LogRecord,
-    MemoStep,
-    Outcome,
-    StepWrite,
-    Suspend,
-    Suspended,
-)
+from conveyor.executor.ops import FatalRunError, Suspend
 from conveyor.executor.retry import retry_delay
+from conveyor.records import Completed, Failed, LogRecord, MemoStep, Outcome, StepWrite, Suspended
 from conveyor.types import Backoff, Event, StepKind
 
 Sink = Callable[[StepWrite], None]
+
+
+class StorageView(Protocol):
+    """What steps may read while they run: which functions exist, and children's results."""
+
+    def function_exists(self, function_id: str) -> bool: ...
+    def children_outputs(self, run_id: str, step_id: str, offset: int, limit: int) -> list[str | None]: ...
+    def child_error(self, run_id: str, step_id: str, index: int) -> dict[str, Any] | None: ...
 RESOLVED = ("completed", "failed")
 
 
@@ -71,7 +70,11 @@ class Invocation:
         clock: Callable[[], float] = time.time,
         budget: float = 60.0,
         extra_args: tuple[Any, ...] = (),
+        view: StorageView | None = None,
+        known_functions: frozenset[str] = frozenset(),
     ) -> None:
+        self.view = view
+        self.known_functions = known_functions
         self.fn = fn
         self.function_id = function_id
         self.run_id = run_id
@@ -95,6 +98,7 @@ class Invocation:
         self._started = 0.0
         self._suspend: Suspend | None = None
         self._event_dict: dict[str, Any] | None = None
+        self._map_steps: set[str] = set()
 
     # ---- running ---------------------------------------------------------------------------
 
@@ -108,7 +112,7 @@ class Invocation:
         ctx = Context(self, SyncSteps(self))
         try:
             value = self.fn(ctx, *self.extra_args)
-        except BaseException as exc:  # noqa: BLE001 - classified below
+        except BaseException as exc:
             return self._finish_error(exc)
         return self._finish_value(value)
 
@@ -121,7 +125,7 @@ class Invocation:
             value = self.fn(ctx, *self.extra_args)
             if inspect.isawaitable(value):
                 value = await value
-        except BaseException as exc:  # noqa: BLE001
+        except BaseException as exc:
             return self._finish_error(exc)
         return self._finish_value(value)
 
@@ -235,6 +239,21 @@ class Invocation:
         self.steps_run += 1
         self.current_step = None
         self.sink(write)
+
+    def require_function(self, sid: str, function_id: str) -> None:
+        """A step that starts runs of an unknown function fails now, for good."""
+        if function_id in self.known_functions:
+            return
+        if self.view is not None and self.view.function_exists(function_id):
+            return
+        message = f"unknown function {function_id!r}: no app has registered it with this database"
+        self.emit(StepWrite(sid, self.memo_kind_of(sid), "failed", 1, self.next_seq(None),
+                            error={"step_id": sid, "type": "NotFound", "message": message},
+                            started_at=self.clock(), ended_at=self.clock()))
+        raise StepError(sid, "NotFound", message)
+
+    def memo_kind_of(self, sid: str) -> str:
+        return StepKind.MAP if sid in self._map_steps else StepKind.INVOKE
 
     def maybe_yield(self) -> None:
         now = self.clock()

@@ -15,7 +15,8 @@ from typing import TYPE_CHECKING, Any
 
 from conveyor.errors import StepError
 from conveyor.executor import codec
-from conveyor.executor.ops import FatalRunError, NewChild, NewEvent, NewWait, StepWrite, Suspended
+from conveyor.executor.ops import FatalRunError
+from conveyor.records import NewChild, NewEvent, NewWait, StepWrite, Suspended
 from conveyor.types import Event, StepKind
 
 if TYPE_CHECKING:
@@ -30,7 +31,7 @@ def _seconds(value: float | timedelta, what: str) -> float:
     raise FatalRunError({"step_id": None, "type": "InvalidInput", "message": f"{what} must be seconds or a timedelta"})
 
 
-def _target_id(function: Any) -> str:
+def target_id(function: Any) -> str:
     fid = function if isinstance(function, str) else getattr(function, "id", None)
     if not isinstance(fid, str):
         raise FatalRunError({
@@ -66,7 +67,7 @@ class SyncSteps:
             value = fn(*args, **kwargs)
             if inspect.isawaitable(value):
                 value = asyncio.run(_await(value))
-        except BaseException as exc:  # noqa: BLE001 - classified by run_failed
+        except BaseException as exc:
             return inv.run_failed(sid, memo, started, exc)
         return inv.run_succeeded(sid, memo, started, value)
 
@@ -136,11 +137,13 @@ class SyncSteps:
             return inv.replay_value(memo)
         if memo is not None:
             raise inv.suspend(Suspended(None, "invoke"))
-        fid = _target_id(function)
+        fid = target_id(function)
         now = inv.clock()
         payload = codec.dumps({} if data is None else data, what=f"the data of invoke step {sid!r}")
         child = NewChild(inv.new_id(), fid, NewEvent(f"{inv.run_id}/{sid}", "conveyor/invoke", payload, now), sid)
-        write = StepWrite(sid, StepKind.INVOKE, "waiting", 0, inv.next_seq(None), started_at=now, children=[child])
+        inv.require_function(sid, fid)
+        write = StepWrite(sid, StepKind.INVOKE, "waiting", 0, inv.next_seq(None), started_at=now,
+                          children=[child], children_total=1)
         raise inv.suspend(Suspended(None, "invoke"), write)
 
     def send_event(self, id: str, name: str, data: Any = None, *, event_id: str | None = None) -> str:
@@ -162,10 +165,16 @@ class SyncSteps:
         inv.maybe_yield()
         return eid
 
-    def map(self, id: str, function: Any, items: Iterable[Any]) -> Any:
+    def map(self, id: str, function: Any, items: Iterable[Any], *, allow_failures: bool = False) -> Any:
+        """One child run of ``function`` per item; suspends until every child ended.
+
+        Returns the outputs in item order as a lazy sequence. If a child failed it raises
+        ``StepError`` (after all ended), unless ``allow_failures=True``: then a failed
+        child's output is ``None`` and ``results.failures()`` lists ``(index, error)``.
+        """
         from conveyor.executor.fanout import map_step
 
-        return map_step(self._inv, id, function, items)
+        return map_step(self._inv, id, function, items, allow_failures)
 
 
 class AsyncSteps(SyncSteps):
@@ -183,7 +192,7 @@ class AsyncSteps(SyncSteps):
             value = fn(*args, **kwargs)
             if inspect.isawaitable(value):
                 value = await value
-        except BaseException as exc:  # noqa: BLE001
+        except BaseException as exc:
             return inv.run_failed(sid, memo, started, exc)
         return inv.run_succeeded(sid, memo, started, value)
 
@@ -206,9 +215,9 @@ async def _await(value: Any) -> Any:
     return await value
 
 
-from datetime import timezone as _tz  # noqa: E402
+from datetime import UTC  # noqa: E402
 
-_UTC = _tz.utc
+_UTC = UTC
 
 
 def _ts(value: Any) -> datetime | None:

@@ -14,7 +14,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
-from conveyor.executor.ops import LogRecord, MemoStep, NewEvent, Outcome, StepWrite
+from conveyor.records import LogRecord, MemoStep, NewEvent, Outcome, StepWrite
 
 
 @dataclass(frozen=True, slots=True)
@@ -198,6 +198,17 @@ class Storage(ABC):
     @abstractmethod
     def children_counts(self, run_id: str) -> dict[str, int]:
         """A parent's children by status."""
+
+    @abstractmethod
+    def children_outputs(self, run_id: str, step_id: str, offset: int, limit: int) -> list[str | None]:
+        """Outputs (JSON text) of a step's child runs, in item order, from ``offset``."""
+
+    @abstractmethod
+    def child_error(self, run_id: str, step_id: str, index: int) -> dict[str, Any] | None:
+        """The error of the step's child at ``index``, or None if it completed."""
+
+    @abstractmethod
+    def function_exists(self, function_id: str) -> bool: ...
 
     @abstractmethod
     def event_get(self, event_id: str) -> EventRow | None: ...

@@ -9,8 +9,8 @@ from typing import Any
 
 from conveyor.engine.engine import Engine
 from conveyor.executor.invocation import Invocation, InvocationResult
-from conveyor.executor.ops import StepWrite
 from conveyor.ids import new_id
+from conveyor.records import StepWrite
 from conveyor.storage.base import JobResult
 
 
@@ -24,7 +24,7 @@ def _run(inv: Invocation) -> InvocationResult:
     def target() -> None:
         try:
             box["result"] = inv.run()
-        except BaseException as exc:  # noqa: BLE001
+        except BaseException as exc:
             box["error"] = exc
 
     t = threading.Thread(target=target)

@@ -25,8 +25,9 @@ from typing import Any
 
 from conveyor.engine.engine import Engine
 from conveyor.executor.invocation import Invocation
-from conveyor.executor.ops import LeaseLost, StepWrite
+from conveyor.executor.ops import LeaseLost
 from conveyor.ids import new_id
+from conveyor.records import StepWrite
 from conveyor.storage.base import ClaimedJob, JobResult
 from conveyor.worker.committer import Committer
 

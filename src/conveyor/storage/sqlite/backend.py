@@ -6,14 +6,15 @@ import json
 import sqlite3
 import threading
 import time
+import weakref
 from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from pathlib import Path
 from typing import Any
 
 from conveyor.errors import ConfigError, NotFound
-from conveyor.executor.ops import Completed, Failed, MemoStep, NewEvent, StepWrite, Suspended
 from conveyor.ids import new_id
+from conveyor.records import Completed, Failed, MemoStep, NewEvent, StepWrite, Suspended
 from conveyor.storage.base import (
     ClaimedJob,
     DirectRun,
@@ -65,8 +66,10 @@ class SQLiteStorage(Storage):
         self.url = f"sqlite:///{path}"
         self._busy_ms = int(busy_timeout * 1000)
         self._local = threading.local()
-        self._all: list[sqlite3.Connection] = []
+        self._resources: list[sqlite3.Connection | Notifier] = []
+        self._notifier: Notifier | None = None
         self._lock = threading.Lock()
+        self._finalizer = weakref.finalize(self, _close_all, self._resources)
         self.q = load_queries(PACKAGE)
         parent = Path(path).parent
         if not parent.is_dir():
@@ -88,7 +91,7 @@ class SQLiteStorage(Storage):
             conn.execute("PRAGMA cache_size = -32000")
             self._local.conn = conn
             with self._lock:
-                self._all.append(conn)
+                self._resources.append(conn)
         return conn
 
     @contextmanager
@@ -104,12 +107,8 @@ class SQLiteStorage(Storage):
 
     def close(self) -> None:
         with self._lock:
-            conns, self._all = self._all, []
-        for conn in conns:
-            try:
-                conn.close()
-            except sqlite3.Error:
-                pass
+            _close_all(self._resources)
+            self._notifier = None
         self._local = threading.local()
 
     def now(self) -> float:
@@ -119,9 +118,13 @@ class SQLiteStorage(Storage):
         return WakeListener(self.path)
 
     def notify(self) -> None:
-        notifier = getattr(self._local, "notifier", None)
+        notifier = self._notifier
         if notifier is None:
-            notifier = self._local.notifier = Notifier(self.path)
+            with self._lock:
+                if self._notifier is None:
+                    self._notifier = Notifier(self.path)
+                    self._resources.append(self._notifier)
+                notifier = self._notifier
         notifier.notify()
 
     # ---- migrations ---------------------------------------------------------------------------
@@ -212,7 +215,7 @@ class SQLiteStorage(Storage):
         fn = self._function(tx, fid)
         if fn is None:
             raise NotFound(f"unknown function {fid!r}: no app has registered it with this database")
-        pool, limit, key, _ = fn
+        pool = fn[0]
         p_id, p_step, index = parent or (None, None, None)
         cur = tx.conn.execute(self.q["run_insert"], (
             run_id, fid, event_id, pool, p_id, p_step, index, failure_of, tx.now))
@@ -269,7 +272,7 @@ class SQLiteStorage(Storage):
     def _memo(self, tx: _Tx, run_id: str) -> dict[str, MemoStep]:
         conn, q = tx.conn, self.q
         memo = {
-            r[0]: MemoStep(r[0], r[1], r[2], r[3], r[4], json.loads(r[5]) if r[5] else None, r[6], r[7], r[8])
+            r[0]: MemoStep(r[0], r[1], r[2], r[3], r[4], json.loads(r[5]) if r[5] else None, r[6], r[7], r[8], r[9])
             for r in conn.execute(q["memo_for_run"], (run_id,))
         }
         if any(m.kind == "wait_for_event" and m.status == "waiting" for m in memo.values()):
@@ -277,8 +280,7 @@ class SQLiteStorage(Storage):
                 output = "null"
                 if matched is not None:
                     e = conn.execute(q["event_get"], (matched,)).fetchone()
-                    output = '{"id":%s,"name":%s,"data":%s,"ts":%s}' % (
-                        _dumps(e[0]), _dumps(e[1]), e[2], _dumps(e[3]))
+                    output = f'{{"id":{_dumps(e[0])},"name":{_dumps(e[1])},"data":{e[2]},"ts":{_dumps(e[3])}}}'
                 conn.execute(q["step_resolve"], ("completed", output, None, tx.now, run_id, step_id))
                 m = memo[step_id]
                 m.status, m.output, m.attempts = "completed", output, m.attempts + 1
@@ -310,23 +312,35 @@ class SQLiteStorage(Storage):
                 if row is None or row[0] != res.token:
                     accepted.append(False)
                     continue
-                for w in res.steps:
-                    self._write_step(tx, res.run_id, w)
-                for log in res.logs:
-                    conn.execute(q["log_insert"], (res.run_id, log.step_id, log.attempt, log.ts, log.level, log.message))
-                if res.outcome is not None:
-                    self._apply_outcome(tx, res)
-                elif res.release:
-                    conn.execute(q["job_release"], (tx.now, res.run_id))
-                    conn.execute(q["run_set_status"], ("queued", res.run_id))
+                conn.execute("SAVEPOINT result")
+                try:
+                    self._apply_result(tx, res)
+                except (sqlite3.IntegrityError, NotFound, ValueError) as exc:
+                    # One bad result must not wedge the batch: the run fails with the reason.
+                    conn.execute("ROLLBACK TO result")
+                    error = {"step_id": None, "type": type(exc).__name__, "message": str(exc)}
+                    self._apply_outcome(tx, JobResult(res.run_id, res.token, res.function_id, outcome=Failed(error)))
+                conn.execute("RELEASE result")
                 accepted.append(True)
         return accepted
+
+    def _apply_result(self, tx: _Tx, res: JobResult) -> None:
+        conn, q = tx.conn, self.q
+        for w in res.steps:
+            self._write_step(tx, res.run_id, w)
+        for lg in res.logs:
+            conn.execute(q["log_insert"], (res.run_id, lg.step_id, lg.attempt, lg.ts, lg.level, lg.message))
+        if res.outcome is not None:
+            self._apply_outcome(tx, res)
+        elif res.release:
+            conn.execute(q["job_release"], (tx.now, res.run_id))
+            conn.execute(q["run_set_status"], ("queued", res.run_id))
 
     def _write_step(self, tx: _Tx, run_id: str, w: StepWrite) -> None:
         conn, q = tx.conn, self.q
         conn.execute(q["step_upsert"], (
             run_id, w.id, w.seq, w.kind, w.status, w.attempts, w.output,
-            None if w.error is None else _dumps(w.error), w.wake_at, w.started_at, w.ended_at,
+            None if w.error is None else _dumps(w.error), w.wake_at, w.started_at, w.ended_at, w.children_total,
         ))
         for ev in w.events:
             self._send(tx, ev)
@@ -370,10 +384,44 @@ class SQLiteStorage(Storage):
 
     def _notify_parent(self, tx: _Tx, parent_id: str, step_id: str, status: str,
                        output: str | None, error: str | None) -> None:
+        """A child ended: count it on the parent's step; the last one resolves the step and wakes the parent.
+
+        Counting and resolving happen in the child's own transaction, so exactly one child
+        (the last) resolves the step, whatever the races between them.
+        """
         conn, q = tx.conn, self.q
-        if conn.execute(q["step_resolve"], (status, output, error, tx.now, parent_id, step_id)).rowcount:
-            conn.execute(q["parent_wake"], (parent_id,))
-            conn.execute(q["job_wake"], (tx.now, parent_id, tx.now))
+        row = conn.execute(q["child_ended"], (int(status != "completed"), parent_id, step_id)).fetchone()
+        if row is None:
+            return  # the step was resolved already (or the parent was cancelled)
+        kind, total, ended, failed = row
+        if ended < (total or 1):
+            return
+        if kind == "map":
+            output, error, status = None, None, "completed"
+            if failed:
+                status = "failed"
+                firsts = conn.execute(q["children_first_errors"], (parent_id, step_id, 3)).fetchall()
+                details = "; ".join(
+                    f"#{i} ({rid}): {json.loads(e).get('message', '') if e else 'cancelled'}" for i, rid, e in firsts
+                )
+                error = _dumps({"step_id": step_id, "type": "MapFailed",
+                                "message": f"{failed} of {total} child runs failed; first errors: {details}"})
+        conn.execute(q["step_resolve"], (status, output, error, tx.now, parent_id, step_id))
+        conn.execute(q["parent_wake"], (parent_id,))
+        conn.execute(q["job_wake"], (tx.now, parent_id, tx.now))
+
+    def children_outputs(self, run_id: str, step_id: str, offset: int, limit: int) -> list[str | None]:
+        rows = self._conn().execute(self.q["children_outputs"], (run_id, step_id, offset, limit)).fetchall()
+        return [r[0] for r in rows]
+
+    def child_error(self, run_id: str, step_id: str, index: int) -> dict[str, Any] | None:
+        row = self._conn().execute(self.q["child_error_at"], (run_id, step_id, index)).fetchone()
+        if row is None or row[0] == "completed":
+            return None
+        return json.loads(row[1]) if row[1] else {"type": "RunCancelled", "message": "child run was cancelled"}
+
+    def function_exists(self, function_id: str) -> bool:
+        return self._conn().execute(self.q["function_exists"], (function_id,)).fetchone() is not None
 
     # ---- runs ---------------------------------------------------------------------------------
 
@@ -441,6 +489,12 @@ class SQLiteStorage(Storage):
             ev = tx.conn.execute(q["run_event_data"], (run_id,)).fetchone()
             self._enqueue(tx, run_id, fid, pool, ev[0] if ev else "{}", tx.now)
             return True
+
+
+def _close_all(resources: list[sqlite3.Connection | Notifier]) -> None:
+    while resources:
+        with suppress(Exception):
+            resources.pop().close()
 
 
 def _statements(sql: str) -> Iterator[str]:

@@ -86,7 +86,7 @@ RETURNING function_id, pool, event_id, failure_of, started_at = ?;
 SELECT e.id, e.name, e.data, e.ts FROM conveyor_events e WHERE e.id = ?;
 
 -- name: memo_for_run
-SELECT step_id, kind, status, attempts, output, error, wake_at, seq, started_at
+SELECT step_id, kind, status, attempts, output, error, wake_at, seq, started_at, children_total
 FROM conveyor_steps WHERE run_id = ?;
 
 -- name: waits_resolve
@@ -107,8 +107,8 @@ SELECT token FROM conveyor_jobs WHERE run_id = ? AND lease_expires IS NOT NULL;
 
 -- name: step_upsert
 INSERT INTO conveyor_steps
-    (run_id, step_id, seq, kind, status, attempts, output, error, wake_at, started_at, ended_at)
-VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
+    (run_id, step_id, seq, kind, status, attempts, output, error, wake_at, started_at, ended_at, children_total)
+VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
 ON CONFLICT (run_id, step_id) DO UPDATE SET
     status = excluded.status, attempts = excluded.attempts, output = excluded.output,
     error = excluded.error, wake_at = excluded.wake_at, ended_at = excluded.ended_at
@@ -136,6 +136,28 @@ UPDATE conveyor_jobs SET run_at = ?, lease_expires = NULL, worker = NULL WHERE r
 -- name: job_release
 UPDATE conveyor_jobs SET run_at = ?, lease_expires = NULL, worker = NULL, token = token + 1
 WHERE run_id = ?;
+
+-- name: child_ended
+UPDATE conveyor_steps
+SET children_ended = children_ended + 1, children_failed = children_failed + ?
+WHERE run_id = ? AND step_id = ? AND status = 'waiting'
+RETURNING kind, children_total, children_ended, children_failed;
+
+-- name: children_first_errors
+SELECT child_index, id, error FROM conveyor_runs
+WHERE parent_id = ? AND parent_step = ? AND status IN ('failed', 'cancelled')
+ORDER BY child_index LIMIT ?;
+
+-- name: children_outputs
+SELECT output FROM conveyor_runs
+WHERE parent_id = ? AND parent_step = ? AND child_index >= ?
+ORDER BY child_index LIMIT ?;
+
+-- name: child_error_at
+SELECT status, error FROM conveyor_runs WHERE parent_id = ? AND parent_step = ? AND child_index = ?;
+
+-- name: function_exists
+SELECT 1 FROM conveyor_functions WHERE id = ?;
 
 -- name: parent_wake
 UPDATE conveyor_runs SET status = 'queued' WHERE id = ? AND status = 'waiting';

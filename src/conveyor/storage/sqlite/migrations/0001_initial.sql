@@ -46,7 +46,7 @@ CREATE TABLE conveyor_runs (
 );
 CREATE INDEX conveyor_runs_function ON conveyor_runs (function_id, id);
 CREATE INDEX conveyor_runs_status ON conveyor_runs (status, id);
-CREATE INDEX conveyor_runs_parent ON conveyor_runs (parent_id, child_index) WHERE parent_id IS NOT NULL;
+CREATE INDEX conveyor_runs_parent ON conveyor_runs (parent_id, parent_step, child_index) WHERE parent_id IS NOT NULL;
 
 CREATE TABLE conveyor_steps (
     run_id     TEXT NOT NULL,
@@ -60,6 +60,10 @@ CREATE TABLE conveyor_steps (
     wake_at    REAL,
     started_at REAL,
     ended_at   REAL,
+    -- invoke and map steps: how many child runs, and how many have ended / failed
+    children_total  INTEGER,
+    children_ended  INTEGER NOT NULL DEFAULT 0,
+    children_failed INTEGER NOT NULL DEFAULT 0,
     PRIMARY KEY (run_id, step_id)
 ) WITHOUT ROWID;
 
