@@ -7,6 +7,7 @@ from typing import Any
 
 from conveyor.errors import SerializationError
 
+
 def _default(value: Any) -> Any:
     to_json = getattr(value, "__conveyor_json__", None)
     if to_json is None:
