@@ -86,7 +86,7 @@ class SQLiteStorage(Storage):
             except sqlite3.OperationalError as exc:
                 raise ConfigError(f"cannot open SQLite database {self.path!r}: {exc}") from None
             conn.execute(f"PRAGMA busy_timeout = {self._busy_ms}")
-            conn.execute("PRAGMA journal_mode = WAL")
+            _enable_wal(conn, self._busy_ms / 1000)
             conn.execute("PRAGMA synchronous = FULL")
             conn.execute("PRAGMA cache_size = -32000")
             self._local.conn = conn
@@ -489,6 +489,25 @@ class SQLiteStorage(Storage):
             ev = tx.conn.execute(q["run_event_data"], (run_id,)).fetchone()
             self._enqueue(tx, run_id, fid, pool, ev[0] if ev else "{}", tx.now)
             return True
+
+
+def _enable_wal(conn: sqlite3.Connection, timeout: float) -> None:
+    """Switch to WAL. The busy handler does not cover this pragma when several processes
+    open a new file at once, so retry it for a bounded time."""
+    deadline = time.monotonic() + timeout
+    delay = 0.001
+    while True:
+        try:
+            mode = conn.execute("PRAGMA journal_mode = WAL").fetchone()[0]
+        except sqlite3.OperationalError as exc:
+            if "locked" not in str(exc) or time.monotonic() > deadline:
+                raise
+            time.sleep(delay)
+            delay = min(delay * 2, 0.05)
+            continue
+        if mode.lower() != "wal":
+            raise ConfigError(f"cannot put the SQLite database in WAL mode (it is in {mode!r} mode)")
+        return
 
 
 def _close_all(resources: list[sqlite3.Connection | Notifier]) -> None:
