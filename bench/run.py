@@ -86,9 +86,7 @@ def machine_info(tmpdir: Path) -> dict[str, Any]:
 
         info["conveyor"] = version("conveyor")
     with contextlib.suppress(Exception):
-        out = subprocess.run(
-            ["stat", "-f", "-c", "%T", str(tmpdir)], capture_output=True, text=True, timeout=5
-        )
+        out = subprocess.run(["stat", "-f", "-c", "%T", str(tmpdir)], capture_output=True, text=True, timeout=5)
         info["tmp_fs"] = f"{tmpdir} ({out.stdout.strip()})"
     with contextlib.suppress(Exception):
         rev = subprocess.run(
@@ -306,6 +304,20 @@ class Throughput:
     stop_s: float = math.nan
     failed: int = 0
     error: str | None = None
+    repeats: list[float] = field(default_factory=list)  # runs/s of every repetition
+    steady_repeats: list[float] = field(default_factory=list)
+
+
+def median_of(results: list[Throughput]) -> Throughput:
+    """The repetition with the median end-to-end rate, carrying every repetition's rates."""
+    bad = [r for r in results if r.error]
+    if bad:
+        return bad[0]
+    ordered = sorted(results, key=lambda r: r.rate)
+    med = ordered[(len(ordered) - 1) // 2]
+    med.repeats = [r.rate for r in results]
+    med.steady_repeats = [r.steady_rate for r in results]
+    return med
 
 
 @dataclass
@@ -317,6 +329,7 @@ class Latency:
     mean_ms: float = math.nan
     max_ms: float = math.nan
     send_p50_ms: float = math.nan  # app.send() duration (part of the latency)
+    send_p99_ms: float = math.nan
     pickup_p50_ms: float = math.nan  # send() returned -> step body started
     pickup_p99_ms: float = math.nan
     peak_rss_mib: float = math.nan
@@ -333,9 +346,7 @@ def _send_bulk(app: Any, name: str, n: int, chunk: int = 1000) -> float:
 
     t = time.perf_counter()
     for start in range(0, n, chunk):
-        app.send_many(
-            [Event(name=name, data={"i": i}) for i in range(start, min(n, start + chunk))]
-        )
+        app.send_many([Event(name=name, data={"i": i}) for i in range(start, min(n, start + chunk))])
     return time.perf_counter() - t
 
 
@@ -363,10 +374,7 @@ def run_throughput(
     samples: list[tuple[float, int]] = []
     try:
         t0 = time.perf_counter()
-        procs = [
-            Worker(url, args.concurrency, tmp / f"{tag}-worker{i}.log", args.style)
-            for i in range(workers)
-        ]
+        procs = [Worker(url, args.concurrency, tmp / f"{tag}-worker{i}.log", args.style) for i in range(workers)]
         last_change, last = t0, -1
         next_fail_check = t0 + 0.5
         while True:
@@ -390,6 +398,7 @@ def run_throughput(
                         "raw",
                         "-o",
                         str(profile_out),
+                        *PROFILE_MODES[args.profile_mode],
                     ],
                     stdout=subprocess.DEVNULL,
                     stderr=subprocess.PIPE,
@@ -497,7 +506,7 @@ def run_latency(args: argparse.Namespace, tmp: Path) -> Latency:
             pickup.append((started - t_sent) * 1000)
         res.p50_ms, res.p99_ms = percentile(lat, 50), percentile(lat, 99)
         res.mean_ms, res.max_ms = sum(lat) / len(lat), max(lat)
-        res.send_p50_ms = percentile(send_ms, 50)
+        res.send_p50_ms, res.send_p99_ms = percentile(send_ms, 50), percentile(send_ms, 99)
         res.pickup_p50_ms, res.pickup_p99_ms = percentile(pickup, 50), percentile(pickup, 99)
         return res
     finally:
@@ -521,6 +530,7 @@ def _py_spy() -> Path:
     raise AssertionError
 
 
+PROFILE_MODES = {"gil": ["--gil"], "cpu": [], "wall": ["--idle", "--threads"]}
 _FRAME = re.compile(r"^(?P<func>.*) \((?P<file>[^()]*?)(?::\d+)?\)$")
 
 
@@ -578,17 +588,20 @@ def _fmt(x: float, nd: int = 0) -> str:
     return "—" if x is None or (isinstance(x, float) and math.isnan(x)) else f"{x:,.{nd}f}"
 
 
+def _spread(values: list[float]) -> str:
+    vals = [v for v in values if not math.isnan(v)]
+    return f"{min(vals):,.0f}..{max(vals):,.0f}" if len(vals) > 1 else ""
+
+
 def _verdict(ok: bool | None) -> str:
     return "" if ok is None else ("PASS" if ok else "MISS")
 
 
-def render(
-    info: dict[str, Any], thr: list[Throughput], lat: Latency | None, args: argparse.Namespace
-) -> None:
+def render(info: dict[str, Any], thr: list[Throughput], lat: Latency | None, args: argparse.Namespace) -> None:
     rows = []
     for r in thr:
         target = TARGET_ONE if r.kind == "one" else TARGET_THREE
-        ok = None if r.workers != 2 or r.error else r.rate >= target
+        ok = None if r.workers != 2 or r.error or args.quick else r.rate >= target
         rows.append(
             [
                 f"{r.kind}-step" if r.kind == "one" else "three-step",
@@ -597,6 +610,7 @@ def render(
                 _fmt(r.load_s, 2),
                 _fmt(r.elapsed_s, 2),
                 _fmt(r.rate),
+                _spread(r.repeats),
                 _fmt(r.steady_rate),
                 _fmt(r.first_s, 2),
                 " + ".join(_fmt(m, 1) for m in r.peak_rss_mib) or "—",
@@ -611,6 +625,7 @@ def render(
         "load s",
         "elapsed s",
         "runs/s",
+        "min..max",
         "steady runs/s",
         "1st run s",
         "peak RSS MiB",
@@ -633,7 +648,7 @@ def render(
                 _verdict(None if lat.error else lat.p99_ms <= TARGET_P99_MS),
             ],
             ["send→start mean / max", f"{_fmt(lat.mean_ms, 2)} / {_fmt(lat.max_ms, 2)}", "", ""],
-            ["  app.send() p50", _fmt(lat.send_p50_ms, 2), "", ""],
+            ["  app.send() p50 / p99", f"{_fmt(lat.send_p50_ms, 2)} / {_fmt(lat.send_p99_ms, 2)}", "", ""],
             [
                 "  send returned→start p50 / p99",
                 f"{_fmt(lat.pickup_p50_ms, 2)} / {_fmt(lat.pickup_p99_ms, 2)}",
@@ -651,6 +666,7 @@ def render(
     )
     cline = (
         f"config: concurrency={args.concurrency} per worker, style={args.style}, "
+        f"median of {args.repeat} round(s), "
         f"worker via {'conveyor CLI' if cli_available() else 'python -c app.worker().run()'}"
         + (f", latency: {lat.events} events {lat.spacing_ms:g} ms apart" if lat else "")
     )
@@ -672,11 +688,7 @@ def render(
     for h in head:
         t.add_column(h, justify="left" if h in ("scenario", "target", "") else "right")
     for row in rows:
-        style = (
-            "red"
-            if row[-1].startswith(("MISS", "ERROR"))
-            else ("green" if row[-1] == "PASS" else None)
-        )
+        style = "red" if row[-1].startswith(("MISS", "ERROR")) else ("green" if row[-1] == "PASS" else None)
         t.add_row(*row, style=style)
     con.print(t)
     if lrows:
@@ -684,11 +696,7 @@ def render(
         for h in ["metric", "ms", "target", ""]:
             lt.add_column(h, justify="right" if h == "ms" else "left")
         for row in lrows:
-            style = (
-                "red"
-                if row[-1] == "MISS" or row[0] == "ERROR"
-                else ("green" if row[-1] == "PASS" else None)
-            )
+            style = "red" if row[-1] == "MISS" or row[0] == "ERROR" else ("green" if row[-1] == "PASS" else None)
             lt.add_row(*row, style=style)
         con.print(lt)
 
@@ -723,6 +731,9 @@ def main() -> None:
     ap.add_argument("--quick", action="store_true", help="small N, smoke test (< 20 s)")
     ap.add_argument("--n", type=int, help="events per throughput scenario (default 20000)")
     ap.add_argument("--workers", default="1,2", help="worker-process counts to try (default 1,2)")
+    ap.add_argument(
+        "--repeat", type=int, help="rounds of each throughput scenario; the median is shown (default 3, --quick 1)"
+    )
     ap.add_argument("--concurrency", type=int, default=16, help="--concurrency of each worker")
     ap.add_argument("--scenarios", default="one,three,latency", help="subset of one,three,latency")
     ap.add_argument(
@@ -734,12 +745,8 @@ def main() -> None:
     ap.add_argument("--latency-events", type=int, help="events sent one by one (default 300)")
     ap.add_argument("--latency-spacing-ms", type=float, default=5.0)
     ap.add_argument("--latency-warmup", type=int, default=20)
-    ap.add_argument(
-        "--idle", type=float, help="seconds the worker idles before latency (default 2)"
-    )
-    ap.add_argument(
-        "--stall", type=float, default=60.0, help="abort after this long without progress"
-    )
+    ap.add_argument("--idle", type=float, help="seconds the worker idles before latency (default 2)")
+    ap.add_argument("--stall", type=float, default=60.0, help="abort after this long without progress")
     ap.add_argument("--tmpdir", help="where the SQLite files go (default: system temp dir)")
     ap.add_argument("--keep", action="store_true", help="keep the temporary directory")
     ap.add_argument("--json", help="also write the results as JSON to this file")
@@ -749,9 +756,19 @@ def main() -> None:
         help="only profile: one-step, 1 worker, under py-spy; write DIR/one-w1.raw",
     )
     ap.add_argument("--profile-rate", type=int, default=250, help="py-spy samples per second")
+    ap.add_argument(
+        "--profile-mode",
+        choices=sorted(PROFILE_MODES),
+        default="gil",
+        help="gil: only the thread holding the GIL (Python CPU time; default); "
+        "cpu: py-spy's default (non-idle threads); "
+        "wall: every thread, idle included, one root per thread",
+    )
     args = ap.parse_args()
 
     n = args.n or (500 if args.quick else 20000)
+    if args.repeat is None:
+        args.repeat = 1 if args.quick else 3
     if args.latency_events is None:
         args.latency_events = 50 if args.quick else 300
     if args.idle is None:
@@ -773,9 +790,11 @@ def main() -> None:
         if args.profile:
             out_dir = Path(args.profile)
             out_dir.mkdir(parents=True, exist_ok=True)
-            raw = out_dir.resolve() / "one-w1.raw"
+            pw = workers[0]
+            kind = "three" if scenarios == {"three"} else "one"
+            raw = out_dir.resolve() / f"{kind}-w{pw}-{args.profile_mode}.raw"
             raw.unlink(missing_ok=True)
-            r = run_throughput("one", n, 1, args, tmp, profile_out=raw)
+            r = run_throughput(kind, n, pw, args, tmp, profile_out=raw)
             thr.append(r)
             render(info, thr, None, args)
             if raw.exists():
@@ -783,11 +802,20 @@ def main() -> None:
                 (out_dir / "summary.json").write_text(json.dumps(summary, indent=1))
                 render_profile(summary, raw)
             return
-        for kind in ("one", "three"):
-            if kind in scenarios:
-                for w in workers:
-                    print(f"… {kind}-step, {w} worker(s), N={n}", file=sys.stderr, flush=True)
-                    thr.append(run_throughput(kind, n, w, args, tmp))
+        reps: dict[tuple[str, int], list[Throughput]] = {}
+        for rep in range(args.repeat):  # interleaved, so slow drift hits every config alike
+            for kind in ("one", "three"):
+                if kind in scenarios:
+                    for w in workers:
+                        print(
+                            f"… {kind}-step, {w} worker(s), N={n}, round {rep + 1}/{args.repeat}",
+                            file=sys.stderr,
+                            flush=True,
+                        )
+                        sub = tmp / f"r{rep}"
+                        sub.mkdir(exist_ok=True)
+                        reps.setdefault((kind, w), []).append(run_throughput(kind, n, w, args, sub))
+        thr = [median_of(rs) for rs in reps.values()]
         if "latency" in scenarios:
             print(f"… latency, {args.latency_events} events", file=sys.stderr, flush=True)
             lat = run_latency(args, tmp)
@@ -802,6 +830,7 @@ def main() -> None:
                             "n": n,
                             "concurrency": args.concurrency,
                             "style": args.style,
+                            "repeat": args.repeat,
                             "cli": cli_available(),
                         },
                         "throughput": [asdict(r) for r in thr],

@@ -17,7 +17,7 @@ def test_cancel_sleeping_run_never_resumes(app, tally, start_worker, wait_until)
         return ctx.step.run("after", lambda: tally.hit("after") and "resumed")
 
     start_worker(app, concurrency=2)
-    victim_event = app.send("cancel.sleeper", {"nap": 0.5})
+    victim_event = app.send("cancel.sleeper", {"nap": 1.0})
     wait_until(lambda: app.runs_for_event(victim_event))
     victim = only_run(app, victim_event).id
     wait_until(lambda: app.get_run(victim).status == "waiting", message="the victim to sleep")
@@ -27,7 +27,7 @@ def test_cancel_sleeping_run_never_resumes(app, tally, start_worker, wait_until)
 
     # A sentinel that sleeps past the victim's wake time: once it completes, the
     # worker has been draining well after the victim would have woken up.
-    sentinel_event = app.send("cancel.sleeper", {"nap": 1.0})
+    sentinel_event = app.send("cancel.sleeper", {"nap": 1.5})
     wait_until(
         lambda: (
             app.runs_for_event(sentinel_event)

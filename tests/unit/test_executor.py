@@ -114,9 +114,9 @@ def test_divergent_replay_is_a_non_determinism_error() -> None:
 
 def test_a_swallowed_suspension_still_suspends() -> None:
     def fn(ctx: Any) -> str:
-        try:
+        try:  # noqa: SIM105 - careless user code, on purpose
             ctx.step.sleep("nap", 60)
-        except BaseException:  # noqa: BLE001 - the user code under test is careless on purpose
+        except BaseException:
             pass
         return "should not complete"
 
