@@ -20,7 +20,6 @@ import socket
 import threading
 import time
 from collections.abc import Sequence
-from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 from conveyor.engine.engine import Engine
@@ -30,6 +29,7 @@ from conveyor.ids import new_id
 from conveyor.records import StepWrite
 from conveyor.storage.base import ClaimedJob, JobResult
 from conveyor.worker.committer import Committer
+from conveyor.worker.threads import DaemonPool
 
 log = logging.getLogger(__name__)
 
@@ -59,7 +59,7 @@ class Worker:
         self._stopping = threading.Event()
         self._stopped = threading.Event()
         self._threads: list[threading.Thread] = []
-        self._pool: ThreadPoolExecutor | None = None
+        self._pool: DaemonPool | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
         self._listener: Any = None
         self._committer = Committer(engine.commit, self._committed)
@@ -78,7 +78,7 @@ class Worker:
         self._started = True
         self.engine.ready()
         self._listener = self.engine.storage.listener()
-        self._pool = ThreadPoolExecutor(self.concurrency, thread_name_prefix="conveyor-run")
+        self._pool = DaemonPool(self.concurrency, "conveyor-run")
         self._committer.start()
         for target, tname in ((self._fetch_loop, "conveyor-fetch"), (self._heartbeat_loop, "conveyor-heartbeat")):
             t = threading.Thread(target=target, name=tname, daemon=True)
@@ -127,7 +127,7 @@ class Worker:
         for t in self._threads:
             t.join(timeout=2.0)
         if self._pool is not None:
-            self._pool.shutdown(wait=False, cancel_futures=True)
+            self._pool.shutdown()
         if self._loop is not None:
             self._loop.call_soon_threadsafe(self._loop.stop)
         if self._listener is not None:
