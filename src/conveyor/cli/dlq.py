@@ -19,9 +19,7 @@ def add_parser(commands: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     p.add_argument("--json", action="store_true", help="print JSON instead of a table")
     p.set_defaults(handler=cmd_list)
 
-    p = sub.add_parser(
-        "redrive", parents=[db], help="queue dead runs again, from their failed step"
-    )
+    p = sub.add_parser("redrive", parents=[db], help="queue dead runs again, from their failed step")
     p.add_argument("run_ids", metavar="ID", nargs="*", help="runs to redrive (default: all)")
     p.set_defaults(handler=cmd_redrive)
 

@@ -58,9 +58,7 @@ def main(argv: list[str] | None = None) -> int:
     except Exception as exc:
         if os.environ.get("CONVEYOR_DEBUG"):
             traceback.print_exc()
-        return _fail(
-            f"unexpected {type(exc).__name__}: {exc} (set CONVEYOR_DEBUG=1 for the traceback)"
-        )
+        return _fail(f"unexpected {type(exc).__name__}: {exc} (set CONVEYOR_DEBUG=1 for the traceback)")
 
 
 def entrypoint() -> None:

@@ -68,6 +68,13 @@ def error_line(error: dict[str, Any] | None) -> str:
     return f"{where}{kind}: {message}"
 
 
+def _detail(output: Any, error: dict[str, Any] | None) -> Text:
+    """One line of output or error, cut with an ellipsis to the column's width."""
+    if error:
+        return Text(truncate(error_line(error), 120), style="red", no_wrap=True, overflow="ellipsis")
+    return Text(truncate(output, 120), no_wrap=True, overflow="ellipsis")
+
+
 def runs_table(runs: Sequence[Run], *, title: str | None = None) -> Table:
     table = Table(title=title, title_justify="left")
     table.add_column("run id", no_wrap=True)
@@ -75,13 +82,9 @@ def runs_table(runs: Sequence[Run], *, title: str | None = None) -> Table:
     table.add_column("status", no_wrap=True)
     table.add_column("created", no_wrap=True)
     table.add_column("duration", justify="right", no_wrap=True)
-    table.add_column("output / error", overflow="ellipsis", no_wrap=True, max_width=70)
+    table.add_column("result", max_width=70)
     for run in runs:
-        detail = (
-            Text(truncate(error_line(run.error)), style="red")
-            if run.error
-            else Text(truncate(run.output))
-        )
+        detail = _detail(run.output, run.error)
         table.add_row(
             run.id,
             run.function_id,
@@ -101,13 +104,9 @@ def steps_table(steps: Sequence[StepRecord]) -> Table:
     table.add_column("status", no_wrap=True)
     table.add_column("attempts", justify="right", no_wrap=True)
     table.add_column("duration", justify="right", no_wrap=True)
-    table.add_column("output / error", overflow="ellipsis", no_wrap=True, max_width=70)
+    table.add_column("result", max_width=70)
     for number, step in enumerate(steps, 1):
-        detail = (
-            Text(truncate(error_line(step.error)), style="red")
-            if step.error
-            else Text(truncate(step.output))
-        )
+        detail = _detail(step.output, step.error)
         table.add_row(
             str(number),
             step.id,

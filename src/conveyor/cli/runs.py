@@ -46,9 +46,7 @@ def add_parser(commands: argparse._SubParsersAction[argparse.ArgumentParser]) ->
 
     p = sub.add_parser("watch", parents=[db], help="follow a run until it ends")
     p.add_argument("run_id", metavar="ID")
-    p.add_argument(
-        "--interval", metavar="SECONDS", type=float, default=0.5, help="poll interval (0.5)"
-    )
+    p.add_argument("--interval", metavar="SECONDS", type=float, default=0.5, help="poll interval (0.5)")
     p.set_defaults(handler=cmd_watch)
 
 
@@ -100,9 +98,7 @@ def cmd_replay(args: argparse.Namespace) -> int:
         run = app.get_run(args.run_id)
     finally:
         app.close()
-    stdout_console().print(
-        Text.assemble(f"run {run.id} replayed: ", render.status_text(run.status))
-    )
+    stdout_console().print(Text.assemble(f"run {run.id} replayed: ", render.status_text(run.status)))
     return 0
 
 
@@ -127,9 +123,7 @@ def cmd_watch(args: argparse.Namespace) -> int:
     return 0 if run.status == "completed" else 1
 
 
-def _watch_plain(
-    get_run: Callable[[str], Run], run: Run, interval: float, say: Callable[[Text], object]
-) -> Run:
+def _watch_plain(get_run: Callable[[str], Run], run: Run, interval: float, say: Callable[[Text], object]) -> Run:
     """Without a terminal: one line per status change, then the final state."""
     last = ""
     while True:

@@ -8,6 +8,7 @@ user's step body (directly, or awaited).
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 import inspect
 import logging
 import time
@@ -19,12 +20,20 @@ from typing import Any, Protocol
 from conveyor.errors import NonRetriableError, RetryAfterError, SerializationError, StepError
 from conveyor.executor import codec
 from conveyor.executor.context import Context
-from conveyor.executor.ops import FatalRunError, Suspend
+from conveyor.executor.ops import FatalRunError, LeaseLost, Suspend
 from conveyor.executor.retry import retry_delay
 from conveyor.records import Completed, Failed, LogRecord, MemoStep, Outcome, StepWrite, Suspended
 from conveyor.types import Backoff, Event, StepKind
 
-Sink = Callable[[StepWrite], None]
+
+class Ack(Protocol):
+    """The promise of a checkpoint's commit: ``result()`` is True once committed, False if fenced out."""
+
+    def result(self, timeout: float | None = None) -> bool: ...
+
+
+# A sink takes a step checkpoint; it may return an Ack to wait on before the next step body.
+Sink = Callable[[StepWrite], "Ack | None"]
 
 
 class StorageView(Protocol):
@@ -99,6 +108,7 @@ class Invocation:
         self._suspend: Suspend | None = None
         self._event_dict: dict[str, Any] | None = None
         self._map_steps: set[str] = set()
+        self._pending: Ack | None = None
 
     # ---- running ---------------------------------------------------------------------------
 
@@ -238,7 +248,26 @@ class Invocation:
         self._visited.add(write.id)
         self.steps_run += 1
         self.current_step = None
-        self.sink(write)
+        ack = self.sink(write)
+        if ack is not None:
+            self._pending = ack
+
+    def settle(self) -> None:
+        """Before a step body runs, the previous checkpoint must be committed (and still ours)."""
+        pending, self._pending = self._pending, None
+        if pending is not None and not pending.result():
+            raise LeaseLost(self.run_id)
+
+    async def asettle(self) -> None:
+        pending, self._pending = self._pending, None
+        if pending is None:
+            return
+        if isinstance(pending, concurrent.futures.Future):
+            ok = await asyncio.wrap_future(pending)
+        else:
+            ok = await asyncio.to_thread(pending.result)
+        if not ok:
+            raise LeaseLost(self.run_id)
 
     def require_function(self, sid: str, function_id: str) -> None:
         """A step that starts runs of an unknown function fails now, for good."""

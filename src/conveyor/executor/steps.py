@@ -63,6 +63,7 @@ class SyncSteps:
         memo, started = inv.run_begin(sid)
         if memo is not None and memo.status in ("completed", "failed"):
             return inv.replay_value(memo)
+        inv.settle()
         try:
             value = fn(*args, **kwargs)
             if inspect.isawaitable(value):
@@ -188,6 +189,7 @@ class AsyncSteps(SyncSteps):
         memo, started = inv.run_begin(sid)
         if memo is not None and memo.status in ("completed", "failed"):
             return inv.replay_value(memo)
+        await inv.asettle()
         try:
             value = fn(*args, **kwargs)
             if inspect.isawaitable(value):

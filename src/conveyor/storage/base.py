@@ -66,6 +66,7 @@ class JobResult:
     logs: list[LogRecord] = field(default_factory=list)
     on_failure: bool = False  # the function has a handler to start if the run fails
     release: bool = False  # give the job back now (worker stopping)
+    ack: Any = None  # a concurrent.futures.Future the committer resolves with the fence's verdict
 
 
 @dataclass(slots=True)

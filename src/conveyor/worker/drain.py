@@ -5,13 +5,15 @@ from __future__ import annotations
 import asyncio
 import threading
 import time
+from collections.abc import Callable
 from typing import Any
 
 from conveyor.engine.engine import Engine
 from conveyor.executor.invocation import Invocation, InvocationResult
+from conveyor.executor.ops import LeaseLost
 from conveyor.ids import new_id
 from conveyor.records import StepWrite
-from conveyor.storage.base import JobResult
+from conveyor.storage.base import ClaimedJob, JobResult
 
 
 def _run(inv: Invocation) -> InvocationResult:
@@ -36,6 +38,25 @@ def _run(inv: Invocation) -> InvocationResult:
     return result
 
 
+class _Verdict:
+    __slots__ = ("ok",)
+
+    def __init__(self, ok: bool) -> None:
+        self.ok = ok
+
+    def result(self, timeout: float | None = None) -> bool:
+        return self.ok
+
+
+def _committing_sink(engine: Engine, job: ClaimedJob) -> Callable[[StepWrite], _Verdict]:
+    """Checkpoint each step in its own transaction, as it happens."""
+
+    def sink(write: StepWrite) -> _Verdict:
+        return _Verdict(engine.commit([JobResult(job.run_id, job.token, job.function_id, steps=[write])])[0])
+
+    return sink
+
+
 def drain(engine: Engine, timeout: float = 30.0, batch: int = 64) -> int:
     """Run jobs until none is due before ``timeout`` seconds from now; returns the invocations run.
 
@@ -50,14 +71,14 @@ def drain(engine: Engine, timeout: float = 30.0, batch: int = 64) -> int:
         if jobs:
             results: list[JobResult] = []
             for job in jobs:
-                writes: list[StepWrite] = []
-                prepared = engine.prepare(job, writes.append)
+                prepared = engine.prepare(job, _committing_sink(engine, job))
                 if isinstance(prepared, JobResult):
                     results.append(prepared)
                     continue
-                res = engine.result_of(job, _run(prepared))
-                res.steps[:0] = writes
-                results.append(res)
+                try:
+                    results.append(engine.result_of(job, _run(prepared)))
+                except LeaseLost:
+                    continue
             engine.commit(results)
             count += len(jobs)
             continue

@@ -20,6 +20,7 @@ import socket
 import threading
 import time
 from collections.abc import Sequence
+from concurrent.futures import Future
 from typing import Any
 
 from conveyor.engine.engine import Engine
@@ -184,10 +185,12 @@ class Worker:
             self._pool.submit(self._run_sync, job, prepared)
 
     def _sink(self, job: ClaimedJob) -> Any:
-        def checkpoint(write: StepWrite) -> None:
+        def checkpoint(write: StepWrite) -> Future[bool]:
             if job.run_id in self._lost:
                 raise LeaseLost(job.run_id)
-            self._committer.submit(JobResult(job.run_id, job.token, job.function_id, steps=[write]))
+            ack: Future[bool] = Future()
+            self._committer.submit(JobResult(job.run_id, job.token, job.function_id, steps=[write], ack=ack))
+            return ack
 
         return checkpoint
 
@@ -232,6 +235,8 @@ class Worker:
         spawned = False
         with self._lock:
             for res, ok in zip(batch, accepted, strict=True):
+                if res.ack is not None:
+                    res.ack.set_result(ok)
                 final = res.outcome is not None or res.release
                 if not ok:
                     if res.run_id in self._inflight and self._inflight[res.run_id] == res.token:
