@@ -8,15 +8,15 @@ from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from typing import Any
 
 from conveyor.engine.registry import Registry
 from conveyor.errors import InvalidInput, InvalidState, NotFound, StepError
 from conveyor.executor import codec
-from conveyor.executor.invocation import Invocation, InvocationResult
+from conveyor.executor.invocation import Invocation, InvocationResult, Sink
 from conveyor.ids import new_id
-from conveyor.records import Failed, NewEvent, StepWrite
+from conveyor.records import Failed, NewEvent
 from conveyor.storage.base import ClaimedJob, DirectRun, JobResult, RunFilter, RunRow, Storage
 from conveyor.types import Backoff, Event, Progress, Run, RunStatus, StepRecord, utc_from_ts
 
@@ -101,7 +101,7 @@ class Engine:
     def next_due(self, pools: Sequence[str]) -> float | None:
         return self.storage.jobs_next_due(pools, self.registry.ids())
 
-    def prepare(self, job: ClaimedJob, sink: Callable[[StepWrite], None]) -> Invocation | JobResult:
+    def prepare(self, job: ClaimedJob, sink: Sink) -> Invocation | JobResult:
         """The invocation that advances this job, or at once the result if it cannot run."""
         definition = self.registry.get(job.function_id)
         if definition is None:

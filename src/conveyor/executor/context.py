@@ -45,8 +45,8 @@ class RunLogger(logging.LoggerAdapter):  # type: ignore[type-arg]
             text = f"{msg} {args}"
         self._inv.record_log(level, text)
         if self.logger.isEnabledFor(level):
-            msg, kwargs = self.process(msg, kwargs)
-            self.logger.log(level, msg, *args, **kwargs)
+            msg, extra = self.process(msg, kwargs)
+            self.logger.log(level, msg, *args, **extra)
 
 
 class Context:

@@ -183,7 +183,7 @@ class AsyncSteps(SyncSteps):
 
     __slots__ = ()
 
-    async def run(self, id: str, fn: Callable[..., Any], /, *args: Any, **kwargs: Any) -> Any:  # type: ignore[override]
+    async def run(self, id: str, fn: Callable[..., Any], /, *args: Any, **kwargs: Any) -> Any:
         inv = self._inv
         sid = inv.step_id(id)
         memo, started = inv.run_begin(sid)

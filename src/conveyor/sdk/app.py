@@ -190,7 +190,7 @@ class Conveyor:
 
     # ---- running ------------------------------------------------------------------------------
 
-    def worker(self, pools: Sequence[str] | None = None, concurrency: int = 8) -> Worker:
+    def worker(self, pools: Sequence[str] | None = None, concurrency: int = 32) -> Worker:
         """A worker serving ``pools`` (default: every pool of this app's functions)."""
         return Worker(self._engine(), pools=pools, concurrency=concurrency)
 

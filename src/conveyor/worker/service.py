@@ -43,7 +43,7 @@ class Worker:
         engine: Engine,
         *,
         pools: Sequence[str] | None = None,
-        concurrency: int = 8,
+        concurrency: int = 32,
         poll_interval: float = 1.0,
         name: str | None = None,
     ) -> None:
@@ -102,8 +102,8 @@ class Worker:
                     break
         finally:
             self.stop(grace)
-            for sig, handler in previous.items():
-                signal.signal(sig, handler)
+            for signum, handler in previous.items():
+                signal.signal(signum, handler)
 
     def stop(self, grace: float = 10.0) -> None:
         """Stop claiming, let running invocations finish for ``grace`` seconds, give back the rest."""
