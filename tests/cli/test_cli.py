@@ -7,7 +7,6 @@ import os
 import signal
 import subprocess
 import sys
-import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
@@ -33,6 +32,7 @@ def app(url: str) -> Iterator[conveyor.Conveyor]:
     """The test app, imported afresh so that it binds to this test's database."""
     sys.modules.pop("basic", None)
     loaded = conveyor.load_app(BASIC)
+    loaded.migrate()  # registers its functions in the database, as a starting worker does
     yield loaded
     loaded.close()
     sys.modules.pop("basic", None)
@@ -122,9 +122,7 @@ def test_send_generates_an_id(cli: Run) -> None:
     ("data", "needle"),
     [("{bad", "not valid JSON"), ("[1, 2]", "JSON object"), ('"text"', "JSON object")],
 )
-def test_send_rejects_bad_data_and_stores_nothing(
-    cli: Run, tmp_path: Path, data: str, needle: str
-) -> None:
+def test_send_rejects_bad_data_and_stores_nothing(cli: Run, tmp_path: Path, data: str, needle: str) -> None:
     code, out, err = cli("send", "greet.requested", "--data", data)
     assert out == ""
     assert_user_error(code, err, "--data", needle)
@@ -152,9 +150,7 @@ def test_runs_list_and_show(cli: Run, app: conveyor.Conveyor) -> None:
     code, out, _ = cli("runs", "show", run.id, "--json")
     shown = json.loads(out)
     assert shown["id"] == run.id
-    assert [(s["id"], s["status"], s["attempts"]) for s in shown["steps"]] == [
-        ("make-greeting", "completed", 1)
-    ]
+    assert [(s["id"], s["status"], s["attempts"]) for s in shown["steps"]] == [("make-greeting", "completed", 1)]
 
 
 def test_runs_list_filters_by_function(cli: Run, app: conveyor.Conveyor, tmp_path: Path) -> None:
@@ -184,14 +180,12 @@ def test_cancel_a_sleeping_run(cli: Run, app: conveyor.Conveyor) -> None:
     assert_user_error(code, err)
 
 
-def test_replay_continues_from_the_failed_step(
-    cli: Run, app: conveyor.Conveyor, tmp_path: Path
-) -> None:
-    flag = tmp_path / "flag"
-    run = send(app, "flagged.requested", {"flag": str(flag)})
+def test_replay_continues_from_the_failed_step(cli: Run, app: conveyor.Conveyor, tmp_path: Path) -> None:
+    flag, counter = tmp_path / "flag", tmp_path / "counter"
+    run = send(app, "flagged.requested", {"flag": str(flag), "counter": str(counter)})
     assert run.status == "failed"
     code, out, _ = cli("runs", "show", run.id)
-    assert code == 0 and "is missing" in out and "failed" in out
+    assert code == 0 and "NonRetriableError" in out and "failed" in out
 
     flag.touch()
     code, out, _ = cli("runs", "replay", run.id)
@@ -199,12 +193,14 @@ def test_replay_continues_from_the_failed_step(
     app.drain(timeout=10)
     replayed = app.get_run(run.id)
     assert replayed.status == "completed"
-    assert [(s.id, s.attempts) for s in replayed.steps] == [("before", 1), ("check-flag", 2)]
+    assert [(s.id, s.status) for s in replayed.steps] == [
+        ("before", "completed"),
+        ("check-flag", "completed"),
+    ]
+    assert counter.read_text() == "x"  # the memoized step did not run again
 
 
-def test_watch_exits_0_when_completed_and_1_when_failed(
-    cli: Run, app: conveyor.Conveyor, tmp_path: Path
-) -> None:
+def test_watch_exits_0_when_completed_and_1_when_failed(cli: Run, app: conveyor.Conveyor, tmp_path: Path) -> None:
     done = send(app, "greet.requested", {})
     code, out, _ = cli("runs", "watch", done.id)
     assert code == 0 and "completed" in out
@@ -225,7 +221,7 @@ def test_dlq_list_and_redrive(cli: Run, app: conveyor.Conveyor, tmp_path: Path) 
 
     code, out, _ = cli("dlq", "list")
     assert code == 0
-    assert dead.id in out and ok.id not in out and "is missing" in out
+    assert dead.id in out and ok.id not in out and "NonRetriableError" in out
 
     flag.touch()
     code, out, _ = cli("dlq", "redrive", dead.id)
@@ -263,6 +259,18 @@ def test_worker_with_a_bad_app_spec_fails_clearly(cli: Run, spec: str, needle: s
     assert_user_error(code, err, needle)
 
 
+def test_worker_refuses_an_app_bound_to_another_database(cli: Run, tmp_path: Path) -> None:
+    code, _, err = cli("worker", f"{APPS / 'fixed_db.py'}:app")
+    assert_user_error(code, err, "fixed-elsewhere.db", "--database")
+    assert not (tmp_path / "cli.db").exists()
+
+
+def test_dev_help_says_the_dashboard_is_not_in_this_build(cli: Run) -> None:
+    code, out, _ = cli("dev", "--help", database=False)
+    assert code == 0
+    assert "--port" in out and "not part of this build" in " ".join(out.split())
+
+
 def test_dev_with_a_bad_app_spec_fails_clearly(cli: Run) -> None:
     code, _, err = cli("dev", "nonexistent_mod:app", database=False)
     assert_user_error(code, err, "nonexistent_mod")
@@ -276,16 +284,8 @@ def conveyor_command() -> list[str]:
     return [str(script)] if script.exists() else [sys.executable, "-m", "conveyor.cli.main"]
 
 
-def wait_for(condition: Callable[[], bool], timeout: float, what: str) -> None:
-    deadline = time.monotonic() + timeout
-    while not condition():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout}s waiting for {what}")
-        time.sleep(0.05)
-
-
 def test_entry_point_worker_runs_jobs_and_stops_cleanly_on_sigterm(
-    url: str, app: conveyor.Conveyor
+    url: str, app: conveyor.Conveyor, wait_until: Callable[..., object]
 ) -> None:
     env = {**os.environ, "CONVEYOR_DATABASE_URL": url}
     unknown = subprocess.run(
@@ -320,7 +320,7 @@ def test_entry_point_worker_runs_jobs_and_stops_cleanly_on_sigterm(
             runs = app.runs_for_event(event_id)
             return bool(runs) and runs[0].status == "completed"
 
-        wait_for(completed, timeout=30, what="the worker to complete the run")
+        wait_until(completed, timeout=30, message="the worker to complete the run")
         assert app.runs_for_event(event_id)[0].output == {"greeting": "hello linus"}
     finally:
         worker.send_signal(signal.SIGTERM)

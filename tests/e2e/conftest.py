@@ -40,9 +40,7 @@ def _cli_has_worker() -> bool:
 
 
 FALLBACK_WORKER = (
-    "import sys, conveyor; "
-    "app = conveyor.load_app(sys.argv[1]); "
-    "app.worker(concurrency=int(sys.argv[2])).run()"
+    "import sys, conveyor; app = conveyor.load_app(sys.argv[1]); app.worker(concurrency=int(sys.argv[2])).run()"
 )
 
 
@@ -150,9 +148,7 @@ def workers(db_url: str, crash_env: dict[str, str], tmp_path: Path) -> Iterator[
 
 
 @pytest.fixture
-def crash_app(
-    monkeypatch: pytest.MonkeyPatch, crash_env: dict[str, str]
-) -> Iterator[Callable[..., Any]]:
+def crash_app(monkeypatch: pytest.MonkeyPatch, crash_env: dict[str, str]) -> Iterator[Callable[..., Any]]:
     """The crash app in this process (same code, same database), to send and inspect.
 
     A factory: call it with env overrides (e.g. the lease) before building the app.

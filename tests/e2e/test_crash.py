@@ -43,13 +43,13 @@ def _check_runs_committed_once(app, event_ids: list[str]) -> dict[str, int]:
     return run_ids
 
 
+@pytest.mark.parametrize("step_seconds", ["0.02", "0"], ids=["20ms-steps", "instant-steps"])
 def test_sigkill_mid_step_loses_nothing_and_commits_each_step_once(
-    crash_app, workers, step_log, wait_until
+    crash_app, workers, step_log, wait_until, step_seconds
 ) -> None:
+    workers.env["CRASH_STEP_SECONDS"] = step_seconds
     app = crash_app()
-    event_ids = app.send_many(
-        [Event(name="crash.three", data={"n": i}, id=f"kill-{i}") for i in range(N_EVENTS)]
-    )
+    event_ids = app.send_many([Event(name="crash.three", data={"n": i}, id=f"kill-{i}") for i in range(N_EVENTS)])
     total_steps = N_EVENTS * len(STEPS)
     proc = workers.spawn(concurrency=CONCURRENCY)
     kills = 0
@@ -83,21 +83,33 @@ def test_sigkill_mid_step_loses_nothing_and_commits_each_step_once(
     assert set(executions) == expected_keys, "step bodies ran for unknown runs or steps"
     too_many = {k: n for k, n in executions.items() if n > 1 + kills}
     assert too_many == {}, f"step bodies ran more than 1 + {kills} times: {too_many}"
+    # "at most one step attempt is repeated" per run and per crash: a run repeats at
+    # most one step for each killed worker that had it in flight
+    killed_pids = {p.pid for p in workers.procs if p.returncode == -signal.SIGKILL}
+    assert len(killed_pids) == kills
+    over = {}
+    lines = step_log.lines()
+    for run_id in run_ids:
+        ran = [(step, pid) for r, step, _, pid in lines if r == run_id]
+        crashes = {pid for _, pid in ran if pid in killed_pids}
+        repeats = len(ran) - len(STEPS)
+        if repeats > len(crashes):
+            over[run_id] = ran
+    assert over == {}, (
+        f"{len(over)} runs repeated more than one step per crash, e.g. "
+        f"{next(iter(over.items())) if over else None}: a completed step was not durable "
+        "before the function went on to the next one"
+    )
     repeated = sum(executions.values()) - total_steps
     assert repeated <= kills * CONCURRENCY, (
-        f"{repeated} step bodies re-ran after {kills} kills of a worker with "
-        f"concurrency {CONCURRENCY}"
+        f"{repeated} step bodies re-ran after {kills} kills of a worker with concurrency {CONCURRENCY}"
     )
 
 
-def test_sigterm_exits_zero_and_work_completes_on_another_worker(
-    crash_app, workers, step_log, wait_until
-) -> None:
+def test_sigterm_exits_zero_and_work_completes_on_another_worker(crash_app, workers, step_log, wait_until) -> None:
     app = crash_app()
     n = 40
-    event_ids = app.send_many(
-        [Event(name="crash.three", data={"n": i}, id=f"term-{i}") for i in range(n)]
-    )
+    event_ids = app.send_many([Event(name="crash.three", data={"n": i}, id=f"term-{i}") for i in range(n)])
     proc = workers.spawn(concurrency=CONCURRENCY, CRASH_STEP_SECONDS="0.1")
     wait_until(
         lambda: step_log.count() >= 10 or proc.poll() is not None,
@@ -130,9 +142,7 @@ def test_sigterm_exits_zero_and_work_completes_on_another_worker(
     assert successor.wait(timeout=15) == 0
 
 
-def test_worker_that_lost_its_lease_cannot_overwrite_new_owner(
-    crash_app, workers, step_log, wait_until
-) -> None:
+def test_worker_that_lost_its_lease_cannot_overwrite_new_owner(crash_app, workers, step_log, wait_until) -> None:
     app = crash_app()
     event_id = app.send("crash.slow", {}, id="lease-1")
 
@@ -148,10 +158,7 @@ def test_worker_that_lost_its_lease_cannot_overwrite_new_owner(
         owner = workers.spawn(concurrency=1)
         wait_until(
             lambda: (
-                (
-                    app.runs_for_event(event_id)
-                    and app.runs_for_event(event_id)[0].status == "completed"
-                )
+                (app.runs_for_event(event_id) and app.runs_for_event(event_id)[0].status == "completed")
                 or owner.poll() is not None
             ),
             timeout=60,

@@ -29,10 +29,7 @@ def test_cancel_sleeping_run_never_resumes(app, tally, start_worker, wait_until)
     # worker has been draining well after the victim would have woken up.
     sentinel_event = app.send("cancel.sleeper", {"nap": 1.5})
     wait_until(
-        lambda: (
-            app.runs_for_event(sentinel_event)
-            and only_run(app, sentinel_event).status == "completed"
-        ),
+        lambda: app.runs_for_event(sentinel_event) and only_run(app, sentinel_event).status == "completed",
         timeout=15,
         message="the sentinel run to complete",
     )

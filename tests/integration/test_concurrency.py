@@ -46,9 +46,7 @@ def test_without_limit_the_worker_runs_bodies_in_parallel(app, start_worker, wai
 
     start_worker(app, concurrency=4)
     ids = [app.send("conc.free", {"i": i}) for i in range(4)]
-    wait_until(
-        lambda: all(app.runs_for_event(e) and only_run(app, e).done for e in ids), timeout=30
-    )
+    wait_until(lambda: all(app.runs_for_event(e) and only_run(app, e).done for e in ids), timeout=30)
     assert [only_run(app, e).status for e in ids] == ["completed"] * 4
 
 
@@ -97,9 +95,7 @@ def test_sleeping_runs_do_not_count_toward_the_limit(app, tally, start_worker, w
 
     other_event = app.send("conc.sleepy", {"sleep": False})
     wait_until(
-        lambda: (
-            app.runs_for_event(other_event) and only_run(app, other_event).status == "completed"
-        ),
+        lambda: app.runs_for_event(other_event) and only_run(app, other_event).status == "completed",
         timeout=10,
         message="the second run to complete while the first (limit 1) sleeps",
     )

@@ -148,9 +148,7 @@ def test_long_step_keeps_its_lease_with_two_workers(make_app, tally, wait_until)
     try:
         event_id = app_a.send("lease.long")
         wait_until(
-            lambda: (
-                app_a.runs_for_event(event_id) and only_run(app_a, event_id).status == "completed"
-            ),
+            lambda: app_a.runs_for_event(event_id) and only_run(app_a, event_id).status == "completed",
             timeout=30,
             message="the long run to complete",
         )

@@ -115,9 +115,9 @@ def test_async_twin_has_sync_twin_with_same_parameters(name: str) -> None:
     assert not inspect.iscoroutinefunction(sync_fn), f"{name[1:]} must be synchronous"
     a_params = list(inspect.signature(async_fn).parameters.values())
     s_params = list(inspect.signature(sync_fn).parameters.values())
-    assert [(p.name, p.kind, p.default) for p in a_params] == [
-        (p.name, p.kind, p.default) for p in s_params
-    ], f"{name} and {name[1:]} differ in parameters"
+    assert [(p.name, p.kind, p.default) for p in a_params] == [(p.name, p.kind, p.default) for p in s_params], (
+        f"{name} and {name[1:]} differ in parameters"
+    )
 
 
 def test_async_twins_work(app) -> None:

@@ -100,9 +100,7 @@ def test_sleeping_run_is_waiting_and_holds_no_worker(app, tally, start_worker, w
 
     quick_event = app.send("sleep.quick")
     wait_until(
-        lambda: (
-            app.runs_for_event(quick_event) and only_run(app, quick_event).status == "completed"
-        ),
+        lambda: app.runs_for_event(quick_event) and only_run(app, quick_event).status == "completed",
         timeout=10,
         message="the quick run to complete while the other run sleeps",
     )

@@ -44,10 +44,7 @@ def _app_connections(db_path: Path) -> list[sqlite3.Connection]:
             rows = obj.execute("PRAGMA database_list").fetchall()
         except sqlite3.Error:  # closed, or bound to another thread
             continue
-        if any(
-            name == "main" and file and Path(file).resolve() == db_path.resolve()
-            for _, name, file in rows
-        ):
+        if any(name == "main" and file and Path(file).resolve() == db_path.resolve() for _, name, file in rows):
             found.append(obj)
     return found
 
@@ -131,9 +128,7 @@ def test_two_worker_processes_share_one_file(app, db_url, tmp_path, wait_until) 
         )
         ids = [app.send("sqlite.shared", {"i": i}) for i in range(30)]
         wait_until(
-            lambda: all(
-                app.runs_for_event(e) and only_run(app, e).status == "completed" for e in ids
-            ),
+            lambda: all(app.runs_for_event(e) and only_run(app, e).status == "completed" for e in ids),
             timeout=60,
             message="all runs to complete",
         )

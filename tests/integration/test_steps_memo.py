@@ -142,3 +142,31 @@ def test_code_between_steps_reruns_but_step_bodies_do_not(app, tally) -> None:
     assert run.output == 7
     assert tally["body"] == 1
     assert tally["between"] >= 3, "each sleep must end the invocation; the function replays"
+
+
+def test_a_step_is_committed_before_the_next_step_body_runs(app, tally, start_worker, wait_until):
+    """Each step's checkpoint is durable before the function goes on: a crash then
+    repeats at most the step in flight, never an earlier, finished one."""
+
+    @app.function(on="memo.durable")
+    def durable(ctx):
+        ctx.step.run("one", lambda: 1)
+
+        def two():
+            committed = {s.id: s.status for s in app.get_run(ctx.run_id).steps}
+            tally.hit("seen", committed.get("one"))
+            return 2
+
+        ctx.step.run("two", two)
+        ctx.step.run("three", lambda: 3)
+        return "ok"
+
+    start_worker(app, concurrency=4)
+    ids = [app.send("memo.durable") for _ in range(40)]
+    wait_until(
+        lambda: len(app.list_runs(function="durable", status="completed", limit=1000)) == 40,
+        timeout=60,
+    )
+    assert tally.values("seen") == ["completed"] * 40
+    for event_id in ids:
+        assert [s.status for s in only_run(app, event_id).steps] == ["completed"] * 3

@@ -48,10 +48,10 @@ def add_parsers(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -
     p = commands.add_parser(
         "dev",
         parents=[db],
-        help="run every pool, timers and schedules in one process",
+        help="migrate, then serve every pool of MODULE:APP in one process",
         description="Development mode: migrate the database, then run a worker for every "
-        "pool of MODULE:APP (with its timers and schedules) in one process. The HTTP API "
-        "and dashboard are not part of this build yet; --port is accepted for "
+        "pool of MODULE:APP in one process (due sleeps, retries and timeouts included). The "
+        "HTTP API and dashboard are not part of this build yet; --port is accepted for "
         "forward compatibility and unused.",
     )
     p.add_argument("app", metavar="MODULE:APP")

@@ -158,7 +158,7 @@ class Engine:
             raise InvalidInput(f"unknown run status {flt.status!r}")
         if not isinstance(flt.limit, int) or flt.limit < 1:
             raise InvalidInput("limit must be a positive integer")
-        return [self._run(r, with_steps=False) for r in self.storage.runs_list(flt)]
+        return [self._run(r, with_steps=True) for r in self.storage.runs_list(flt)]
 
     def _run(self, row: RunRow, *, with_steps: bool) -> Run:
         steps = []

@@ -24,6 +24,13 @@ def greet(ctx: Context) -> dict[str, Any]:
     return {"greeting": greeting}
 
 
+def count(path: str | None) -> None:
+    """A side effect that shows how often a step ran: one ``x`` per execution."""
+    if path:
+        with open(path, "a") as f:
+            f.write("x")
+
+
 def check_flag(path: str) -> str:
     if not Path(path).exists():
         raise NonRetriableError(f"flag file {path} is missing")
@@ -33,8 +40,8 @@ def check_flag(path: str) -> str:
 @app.function(on="flagged.requested", retries=0)
 def flagged(ctx: Context) -> str:
     """Fails until the file named by ``data.flag`` exists; then replay/redrive completes it."""
-    ctx.step.run("before", make_greeting, "before")
-    return ctx.step.run("check-flag", check_flag, ctx.event.data["flag"])
+    ctx.step.run("before", count, ctx.event.data.get("counter"))
+    return str(ctx.step.run("check-flag", check_flag, ctx.event.data["flag"]))
 
 
 @app.function(on="nap.requested")
