@@ -205,6 +205,15 @@ class Worker:
                         found = True
         return total if found else None
 
+    def cpu_s(self) -> float:
+        """User + system CPU seconds used so far by the worker (and its children)."""
+        total = 0.0
+        for pid in [self.pid, *_children(self.pid)]:
+            with contextlib.suppress(OSError, ValueError, IndexError):
+                fields = Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()
+                total += (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+        return total
+
     def stop(self, grace: float = 30.0) -> tuple[int | None, float]:
         """SIGTERM, wait; SIGKILL after ``grace``. Returns (exit code, seconds to exit)."""
         t = time.perf_counter()
@@ -300,6 +309,7 @@ class Throughput:
     steady_rate: float = math.nan  # between 5% and 95% completed
     first_s: float = math.nan  # worker start -> first completed run
     peak_rss_mib: list[float] = field(default_factory=list)
+    cpu_pct: list[float] = field(default_factory=list)  # worker CPU time / elapsed, per worker
     exit_codes: list[int | None] = field(default_factory=list)
     stop_s: float = math.nan
     failed: int = 0
@@ -438,6 +448,8 @@ def run_throughput(
     finally:
         prog.close()
         res.peak_rss_mib = [_mib(w.peak_rss_kib()) for w in procs]
+        wall = time.perf_counter() - t0 if procs else math.nan
+        res.cpu_pct = [round(100 * w.cpu_s() / wall) for w in procs]
         t_stop = time.perf_counter()
         for w in procs:
             if w.alive():
@@ -572,7 +584,24 @@ def summarize_profile(raw: Path, top: int = 25) -> dict[str, Any]:
         return [(k, 100 * v / total) for k, v in cnt.most_common(top)] if total else []
 
     conveyor_incl = Counter({k: v for k, v in incl.items() if "conveyor/" in k})
+    # With --threads (wall mode) every stack starts with "thread (tid): name": where does
+    # each kind of thread spend its time? Innermost conveyor frame, with its line number.
+    threads: dict[str, Counter[str]] = {}
+    for line in raw.read_text().splitlines():
+        stack, _, count = line.rpartition(" ")
+        if not stack.startswith("thread (") or not count.isdigit():
+            continue
+        frames = stack.split(";")
+        name = re.sub(r"[-_]\d+$", "-*", frames[0].partition(": ")[2] or frames[0])
+        mine = [f for f in frames[1:] if "conveyor/" in f and "bench/" not in f]
+        key = (mine[-1] if mine else "(outside conveyor)") + " -> " + frames[-1]
+        threads.setdefault(name, Counter())[key] += int(count)
+    per_thread = {
+        name: [(k, 100 * v / sum(c.values())) for k, v in c.most_common(8)]
+        for name, c in sorted(threads.items(), key=lambda kv: -sum(kv[1].values()))
+    }
     return {
+        "per_thread": per_thread,
         "samples": total,
         "self": pct(self_t),
         "owner": pct(owner),
@@ -614,6 +643,7 @@ def render(info: dict[str, Any], thr: list[Throughput], lat: Latency | None, arg
                 _fmt(r.steady_rate),
                 _fmt(r.first_s, 2),
                 " + ".join(_fmt(m, 1) for m in r.peak_rss_mib) or "—",
+                " + ".join(f"{c:.0f}" for c in r.cpu_pct) or "—",
                 f"≥{target:,.0f}" if r.workers == 2 else "",
                 _verdict(ok) if not r.error else f"ERROR: {r.error}",
             ]
@@ -629,6 +659,7 @@ def render(info: dict[str, Any], thr: list[Throughput], lat: Latency | None, arg
         "steady runs/s",
         "1st run s",
         "peak RSS MiB",
+        "CPU %",
         "target (2 w)",
         "",
     ]
@@ -681,7 +712,7 @@ def render(info: dict[str, Any], thr: list[Throughput], lat: Latency | None, arg
             print()
             _plain(["latency (1 idle worker)", "ms", "target", ""], lrows)
         return
-    con = Console(width=None if sys.stdout.isatty() else 150)
+    con = Console(width=None if sys.stdout.isatty() else 180)
     con.print(mline, highlight=False)
     con.print(cline, highlight=False)
     t = Table(title="Throughput (SQLite, worker processes, end to end)")
@@ -720,6 +751,10 @@ def render_profile(summary: dict[str, Any], raw: Path) -> None:
     for key, title in sections:
         print(f"\n{title}:")
         for name, p in summary[key][:20]:
+            print(f"  {p:5.1f}%  {name}")
+    for thread, rows in summary.get("per_thread", {}).items():
+        print(f"\nthread {thread} (share of its wall time, innermost conveyor frame -> leaf):")
+        for name, p in rows:
             print(f"  {p:5.1f}%  {name}")
 
 

@@ -38,6 +38,7 @@ from typing import Any
 from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
+from rich.text import Text
 
 import conveyor
 from conveyor import Context, StepError
@@ -47,9 +48,7 @@ MEDIA_DIR = OUT / "media"
 OUTBOX_DIR = OUT / "outbox"
 RATE = 16_000
 
-app = conveyor.Conveyor(
-    "media", database=os.environ.get("CONVEYOR_DATABASE_URL") or "sqlite:///media.db"
-)
+app = conveyor.Conveyor("media", database=os.environ.get("CONVEYOR_DATABASE_URL") or "sqlite:///media.db")
 
 
 # --- step bodies: plain functions with real local side effects --------------------
@@ -76,10 +75,10 @@ def synthesize(path: Path, seconds: int, seed: int) -> None:
     """Mono 16-bit tones, one per second, with varying pitch and loudness (some silence)."""
     path.parent.mkdir(parents=True, exist_ok=True)
     samples = array.array("h")
+    levels = (0.9, 0.35, 0.0, 0.6, 0.1, 0.25)  # fractions of full scale; 0.0 is silence
     for second in range(seconds):
-        pick = (seed >> (second * 3)) & 0b111
-        amplitude = 0.0 if pick == 0 else 0.05 + 0.12 * pick  # up to ~0.9 of full scale
-        frequency = 220.0 * (1 + pick / 4)
+        amplitude = levels[(seed + second) % len(levels)]
+        frequency = 220.0 * (1 + ((seed >> second) & 0b11) / 2)
         step = 2 * math.pi * frequency / RATE
         samples.extend(int(32767 * amplitude * math.sin(step * i)) for i in range(RATE))
     tmp = path.with_suffix(".tmp")
@@ -113,8 +112,7 @@ def save_transcription(audio_id: str, lines: list[dict[str, Any]]) -> dict[str, 
     json_path.write_text(json.dumps({"audio_id": audio_id, "seconds": lines}, indent=2))
     text_path.write_text(
         "".join(
-            f"{line['second']:>3}s  {line['label']:<8}"
-            f"{'-' if line['dbfs'] is None else line['dbfs']:>7} dBFS\n"
+            f"{line['second']:>3}s  {line['label']:<8}{'-' if line['dbfs'] is None else line['dbfs']:>7} dBFS\n"
             for line in lines
         )
     )
@@ -181,12 +179,9 @@ REQUESTS = [
 def main(argv: list[str] | None = None) -> int:
     args = sys.argv[1:] if argv is None else argv
     suffix = f"-{uuid.uuid4().hex[:8]}" if "--fresh" in args else ""
-    console = Console(highlight=False)
+    console = Console(highlight=False, width=None if sys.stdout.isatty() else 120)
 
-    event_ids = [
-        app.send("transcription.requested", data, id=f"demo-{data['audio_id']}{suffix}")
-        for data in REQUESTS
-    ]
+    event_ids = [app.send("transcription.requested", data, id=f"demo-{data['audio_id']}{suffix}") for data in REQUESTS]
     console.print(f"sent {len(event_ids)} events to app 'media'; running them in this process…")
     advanced = app.drain(timeout=60)
     if not advanced:
@@ -197,23 +192,33 @@ def main(argv: list[str] | None = None) -> int:
 
     ok = True
     for event_id in event_ids:
-        for run in app.runs_for_event(event_id):
-            console.print(run_table(run))
+        for summary in app.runs_for_event(event_id):
+            run = app.get_run(summary.id)  # with its steps
+            print_run(console, run)
             ok = ok and run.status == "completed"
+    console.print(
+        "\n[dim]attempts=2 on transcribe: its first attempt failed (transient) and was retried"
+        "\nafter a short backoff; the step before it was not run again.[/]"
+    )
     console.print(f"files: {MEDIA_DIR}/ and {OUTBOX_DIR}/")
     app.close()
     return 0 if ok else 1
 
 
-def run_table(run: conveyor.Run) -> Table:
+def print_run(console: Console, run: conveyor.Run) -> None:
     colour = {"completed": "green", "failed": "red"}.get(run.status, "yellow")
-    table = Table(
-        title=f"{escape(run.function_id)} [{colour}]{run.status}[/]  "
-        f"run {escape(run.id)}  event {escape(run.event_id)}",
-        title_justify="left",
+    console.print(
+        f"\n[bold]{escape(run.function_id)}[/] [{colour}]{run.status}[/]  "
+        f"run {escape(run.id)}  event {escape(run.event_id)}"
     )
-    for column in ("step", "status", "attempts", "duration", "output / error"):
-        table.add_column(column, justify="right" if column in ("attempts", "duration") else "left")
+    if run.error:
+        console.print(f"[red]{escape(json.dumps(run.error))}[/]")
+    table = Table()
+    table.add_column("step", no_wrap=True, min_width=24)
+    table.add_column("status", no_wrap=True, min_width=9)
+    table.add_column("attempts", justify="right", no_wrap=True, min_width=8)
+    table.add_column("duration", justify="right", no_wrap=True, min_width=8)
+    table.add_column("output / error", max_width=52)
     for step in run.steps:
         took = (
             f"{(step.ended_at - step.started_at).total_seconds() * 1000:.0f}ms"
@@ -223,10 +228,10 @@ def run_table(run: conveyor.Run) -> Table:
         detail = json.dumps(step.error or step.output, default=str)
         detail = detail if len(detail) <= 60 else detail[:59] + "…"
         status = {"completed": "green", "failed": "red"}.get(step.status, "yellow")
-        table.add_row(
-            escape(step.id), f"[{status}]{step.status}[/]", str(step.attempts), took, escape(detail)
-        )
-    return table
+        attempts = f"[yellow]{step.attempts}[/]" if step.attempts > 1 else str(step.attempts)
+        cell = Text(detail, no_wrap=True, overflow="ellipsis")
+        table.add_row(escape(step.id), f"[{status}]{step.status}[/]", attempts, took, cell)
+    console.print(table)
 
 
 if __name__ == "__main__":

@@ -62,22 +62,13 @@ def load_user_app(spec: str, database: str | None) -> conveyor.Conveyor:
         os.environ[DATABASE_ENV] = database
     app = conveyor.load_app(spec)
     if database:
-        actual = app_database(app)
-        if actual is not None and _normalize(actual) != _normalize(database):
+        actual = app.database_url
+        if _normalize(actual) != _normalize(database):
             raise ConfigError(
                 f"app {spec!r} is configured with database {actual!r}, not {database!r}; "
                 f"build it with Conveyor(name) to read ${DATABASE_ENV}, or drop --database"
             )
     return app
-
-
-def app_database(app: conveyor.Conveyor) -> str | None:
-    """The database URL an app was built with, if the app tells."""
-    for name in ("database_url", "database"):
-        value = getattr(app, name, None)
-        if isinstance(value, str):
-            return value
-    return None
 
 
 def _normalize(url: str) -> str:

@@ -104,6 +104,7 @@ def cmd_replay(args: argparse.Namespace) -> int:
 
 def cmd_watch(args: argparse.Namespace) -> int:
     """Poll the run until it ends; exit 0 if it completed, 1 if it failed or was cancelled."""
+    interval = max(float(args.interval), 0.05)
     app = cli_app(args)
     console = stdout_console()
     try:
@@ -111,11 +112,11 @@ def cmd_watch(args: argparse.Namespace) -> int:
         if console.is_terminal:
             with Live(_watch_view(run), console=console, auto_refresh=False) as live:
                 while not run.done:
-                    time.sleep(args.interval)
+                    time.sleep(interval)
                     run = app.get_run(args.run_id)
                     live.update(_watch_view(run), refresh=True)
         else:
-            run = _watch_plain(app.get_run, run, args.interval, console.print)
+            run = _watch_plain(app.get_run, run, interval, console.print)
     finally:
         app.close()
     if not console.is_terminal:

@@ -323,6 +323,8 @@ class Invocation:
         first_start = memo.started_at if memo and memo.started_at else started
         now = self.clock()
         if delay is not None:
+            self.record_log(logging.WARNING, f"attempt {attempts} of step {sid!r} failed ({error['type']}: "
+                            f"{error['message']}); retrying in {delay:.3g}s")
             write = StepWrite(
                 sid, StepKind.RUN, "retrying", attempts, self.next_seq(memo), error=error,
                 wake_at=now + delay, started_at=first_start,

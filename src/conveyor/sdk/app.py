@@ -7,7 +7,7 @@ import functools
 import inspect
 import threading
 from collections.abc import Callable, Iterable, Sequence
-from typing import Any, TypeVar
+from typing import Any, overload
 
 from conveyor.engine.engine import Engine
 from conveyor.engine.registry import FunctionDef, Registry
@@ -19,8 +19,6 @@ from conveyor.storage.factory import open_storage, resolve_url
 from conveyor.types import Backoff, Concurrency, Event, Run
 from conveyor.worker.drain import drain as _drain
 from conveyor.worker.service import Worker
-
-F = TypeVar("F", bound=Callable[..., Any])
 
 
 class Conveyor:
@@ -87,6 +85,23 @@ class Conveyor:
 
     # ---- registration -------------------------------------------------------------------------
 
+    @overload
+    def function(self, fn: Callable[..., Any], /) -> Function: ...
+
+    @overload
+    def function(
+        self,
+        fn: None = None,
+        *,
+        id: str | None = None,
+        on: str | Sequence[str] | None = None,
+        retries: int = 3,
+        concurrency: int | Concurrency | None = None,
+        pool: str = "default",
+        cron: str | None = None,
+        backoff: Backoff | None = None,
+    ) -> Callable[[Callable[..., Any]], Function]: ...
+
     def function(
         self,
         fn: Callable[..., Any] | None = None,
@@ -99,7 +114,10 @@ class Conveyor:
         cron: str | None = None,
         backoff: Backoff | None = None,
     ) -> Any:
-        """Register a durable function. Use as ``@app.function(...)`` (or bare ``@app.function``)."""
+        """Register a durable function. Use as ``@app.function(...)`` (or bare ``@app.function``).
+
+        Returns a :class:`Function` (or a decorator that makes one).
+        """
         triggers = _triggers(on)
         if not isinstance(retries, int) or isinstance(retries, bool) or retries < 0:
             raise ConfigError(f"retries must be a non-negative integer, got {retries!r}")

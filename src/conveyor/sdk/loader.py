@@ -36,8 +36,10 @@ def load_app(spec: str) -> Conveyor:
         sys.modules[name] = module
         try:
             module_spec.loader.exec_module(module)
-        except ImportError as exc:
-            raise ConfigError(f"cannot load {spec!r}: {exc}") from None
+        except Exception as exc:
+            sys.modules.pop(name, None)
+            raise ConfigError(f"cannot load {spec!r}: importing {target!r} raised {type(exc).__name__}: {exc}") \
+                from None
     else:
         if os.getcwd() not in sys.path:
             sys.path.insert(0, os.getcwd())
@@ -45,6 +47,9 @@ def load_app(spec: str) -> Conveyor:
             module = importlib.import_module(target)
         except ModuleNotFoundError as exc:
             raise ConfigError(f"cannot load {spec!r}: no module named {exc.name!r}") from None
+        except Exception as exc:
+            raise ConfigError(f"cannot load {spec!r}: importing {target!r} raised {type(exc).__name__}: {exc}") \
+                from None
     app = getattr(module, attr, None)
     if app is None:
         raise ConfigError(f"cannot load {spec!r}: module {target!r} has no attribute {attr!r}")

@@ -16,10 +16,16 @@ from conveyor.records import StepWrite
 from conveyor.storage.base import ClaimedJob, JobResult
 
 
-def _run(inv: Invocation) -> InvocationResult:
+def _in_event_loop() -> bool:
     try:
         asyncio.get_running_loop()
     except RuntimeError:
+        return False
+    return True
+
+
+def _run(inv: Invocation) -> InvocationResult:
+    if not _in_event_loop():  # (not inside the except block: user tracebacks stay clean)
         return inv.run()
     box: dict[str, Any] = {}  # called from inside an event loop: run it on a thread of its own
 
