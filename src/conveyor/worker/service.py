@@ -54,7 +54,8 @@ class Worker:
         self.concurrency = concurrency
         self.poll_interval = poll_interval
         self.name = name or f"{socket.gethostname()}:{os.getpid()}:{new_id()[-6:]}"
-        self._inflight: dict[str, int] = {}  # run_id -> lease token
+        self._inflight: dict[str, int] = {}  # run_id -> lease token, until the final commit lands
+        self._executing = 0  # invocations running now: what the concurrency limit counts
         self._lost: set[str] = set()
         self._lock = threading.Lock()
         self._stopping = threading.Event()
@@ -163,13 +164,14 @@ class Worker:
 
     def _fetch_once(self) -> tuple[int, int]:
         with self._lock:
-            free = self.concurrency - len(self._inflight)
+            free = self.concurrency - self._executing
         if free <= 0:
             return 0, 0
         jobs = self.engine.claim(self.name, self.pools, free)
         with self._lock:
             for job in jobs:
                 self._inflight[job.run_id] = job.token
+            self._executing += len(jobs)
         for job in jobs:
             self._dispatch(job)
         return len(jobs), free
@@ -177,6 +179,7 @@ class Worker:
     def _dispatch(self, job: ClaimedJob) -> None:
         prepared = self.engine.prepare(job, self._sink(job))
         if isinstance(prepared, JobResult):
+            self._done_executing()
             self._committer.submit(prepared)
         elif prepared.is_async:
             asyncio.run_coroutine_threadsafe(self._run_async(job, prepared), self._event_loop())
@@ -202,6 +205,7 @@ class Worker:
         except BaseException:
             log.exception("invocation of run %s crashed", job.run_id)
             return self._forget(job.run_id)
+        self._done_executing()
         self._committer.submit(self.engine.result_of(job, result))
 
     async def _run_async(self, job: ClaimedJob, inv: Invocation) -> None:
@@ -212,7 +216,13 @@ class Worker:
         except BaseException:
             log.exception("invocation of run %s crashed", job.run_id)
             return self._forget(job.run_id)
+        self._done_executing()
         self._committer.submit(self.engine.result_of(job, result))
+
+    def _done_executing(self) -> None:
+        with self._lock:
+            self._executing -= 1
+        self._listener.poke()
 
     def _event_loop(self) -> asyncio.AbstractEventLoop:
         if self._loop is None:
@@ -226,6 +236,7 @@ class Worker:
         with self._lock:
             self._inflight.pop(run_id, None)
             self._lost.discard(run_id)
+            self._executing -= 1
         self._listener.poke()
 
     # ---- after commit -------------------------------------------------------------------------
