@@ -769,7 +769,7 @@ def main() -> None:
     ap.add_argument(
         "--repeat", type=int, help="rounds of each throughput scenario; the median is shown (default 3, --quick 1)"
     )
-    ap.add_argument("--concurrency", type=int, default=16, help="--concurrency of each worker")
+    ap.add_argument("--concurrency", type=int, default=32, help="--concurrency of each worker")
     ap.add_argument("--scenarios", default="one,three,latency", help="subset of one,three,latency")
     ap.add_argument(
         "--style",
