@@ -117,8 +117,10 @@ class Engine:
             if original is not None:
                 event = Event(original.name, codec.loads(original.data), original.id, utc_from_ts(original.ts))
             extra = (StepError.from_dict(data.get("error") or {}),)
+        skew = job.db_now - time.time() if job.db_now else 0.0  # timers run on the database's clock
         return Invocation(
             fn=definition.fn, function_id=job.function_id, run_id=job.run_id, event=event,
+            clock=(lambda: time.time() + skew) if skew else time.time,
             memo=job.memo, retries=definition.spec.retries, backoff=definition.backoff or self.backoff,
             sink=sink, new_id=new_id, budget=self.budget, extra_args=extra,
             view=self.storage, known_functions=self.registry.known(),

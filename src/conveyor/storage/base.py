@@ -52,6 +52,7 @@ class ClaimedJob:
     event_ts: float
     memo: dict[str, MemoStep]
     failure_of: str | None  # for an on_failure run: the failed run's id
+    db_now: float = 0.0  # the database clock when the job was claimed
 
 
 @dataclass(slots=True)

@@ -10,57 +10,24 @@ import weakref
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager, suppress
 from pathlib import Path
-from typing import Any
 
-from conveyor.errors import ConfigError, NotFound
-from conveyor.ids import new_id
-from conveyor.records import Completed, Failed, MemoStep, NewEvent, StepWrite, Suspended
-from conveyor.storage.base import (
-    ClaimedJob,
-    DirectRun,
-    EventRow,
-    FunctionSpec,
-    JobResult,
-    Listener,
-    RunFilter,
-    RunRow,
-    StepRow,
-    Storage,
-)
-from conveyor.storage.sql import load_migrations, load_queries
+from conveyor.errors import ConfigError
+from conveyor.storage.base import Listener
+from conveyor.storage.relational import RelationalStorage, Tx
+from conveyor.storage.sql import load_queries
 from conveyor.storage.sqlite.notify import Listener as WakeListener
 from conveyor.storage.sqlite.notify import Notifier
 
 PACKAGE = "conveyor.storage.sqlite"
-FAR_FUTURE = 1e15  # run_at of a job that waits for something else to wake it
 _dumps = json.JSONEncoder(separators=(",", ":")).encode
 
 
-def _concurrency_group(fid: str, limit: int | None, key: str | None, data: str) -> str | None:
-    if not limit:
-        return None
-    if not key:
-        return fid
-    value: Any = {"data": json.loads(data)}
-    for part in key.removeprefix("event.").split("."):
-        value = value.get(part) if isinstance(value, dict) else None
-    return f"{fid}\x1f{_dumps(value)}"
+class SQLiteStorage(RelationalStorage):
+    """SQLite: WAL, synchronous=FULL for everything acknowledged, one writer at a time."""
 
+    migrations_package = PACKAGE
+    integrity_errors = (sqlite3.IntegrityError,)
 
-class _Tx:
-    """Per-transaction caches, so a batch of a thousand events asks for each route once."""
-
-    __slots__ = ("conn", "functions", "now", "routes", "waited_names")
-
-    def __init__(self, conn: sqlite3.Connection, now: float) -> None:
-        self.conn = conn
-        self.now = now
-        self.routes: dict[str, list[tuple[str, str, int | None, str | None]]] = {}
-        self.functions: dict[str, tuple[str, int | None, str | None, int] | None] = {}
-        self.waited_names: set[str] | None = None
-
-
-class SQLiteStorage(Storage):
     def __init__(self, path: str, *, busy_timeout: float = 60.0) -> None:
         self.path = path
         self.url = f"sqlite:///{path}"
@@ -95,7 +62,7 @@ class SQLiteStorage(Storage):
         return conn
 
     @contextmanager
-    def _write(self, *, durable: bool = True) -> Iterator[_Tx]:
+    def _write(self, *, durable: bool = True) -> Iterator[Tx]:
         """A write transaction. ``durable=False`` skips the fsync at commit: only for lease
         bookkeeping (claims, heartbeats), whose loss in a power failure just makes a job
         claimable again. Everything acknowledged to anyone commits with synchronous=FULL."""
@@ -105,7 +72,7 @@ class SQLiteStorage(Storage):
         try:
             self._begin(conn)
             try:
-                yield _Tx(conn, time.time())
+                yield Tx(conn, time.time())
             except BaseException:
                 conn.execute("ROLLBACK")
                 raise
@@ -129,7 +96,7 @@ class SQLiteStorage(Storage):
                     conn.execute("BEGIN IMMEDIATE")
                     return
                 except sqlite3.OperationalError as exc:
-                    if "locked" not in str(exc) and "busy" not in str(exc) or time.monotonic() > deadline:
+                    if ("locked" not in str(exc) and "busy" not in str(exc)) or time.monotonic() > deadline:
                         raise
                 time.sleep(delay)
                 delay = min(delay * 1.5, 0.002)
@@ -145,6 +112,13 @@ class SQLiteStorage(Storage):
     def now(self) -> float:
         return time.time()
 
+    @contextmanager
+    def _read(self) -> Iterator[sqlite3.Connection]:
+        yield self._conn()
+
+    def _array(self, values: Sequence[str]) -> str:
+        return _dumps(list(values))
+
     def listener(self) -> Listener:
         return WakeListener(self.path)
 
@@ -157,369 +131,6 @@ class SQLiteStorage(Storage):
                     self._resources.append(self._notifier)
                 notifier = self._notifier
         notifier.notify()
-
-    # ---- migrations ---------------------------------------------------------------------------
-
-    def migrate(self) -> list[int]:
-        applied: list[int] = []
-        with self._write() as tx:
-            tx.conn.execute(self.q["migrations_table"])
-            done = {row[0] for row in tx.conn.execute(self.q["migrations_applied"])}
-            for version, name, sql in load_migrations(PACKAGE):
-                if version in done:
-                    continue
-                for statement in _statements(sql):
-                    tx.conn.execute(statement)
-                tx.conn.execute(self.q["migration_record"], (version, name, tx.now))
-                applied.append(version)
-        return applied
-
-    # ---- functions and events -----------------------------------------------------------------
-
-    def functions_sync(self, specs: Sequence[FunctionSpec]) -> None:
-        q = self.q
-        with self._write() as tx:
-            for s in specs:
-                tx.conn.execute(q["function_upsert"], (
-                    s.id, s.pool, s.retries, s.concurrency_limit, s.concurrency_key, s.cron,
-                    int(s.has_on_failure), tx.now,
-                ))
-                tx.conn.execute(q["triggers_clear"], (s.id,))
-                for name in s.triggers:
-                    tx.conn.execute(q["trigger_insert"], (name, s.id))
-
-    def events_send(self, events: Sequence[NewEvent]) -> list[bool]:
-        with self._write() as tx:
-            return [self._send(tx, ev) for ev in events]
-
-    def runs_start(self, runs: Sequence[DirectRun]) -> None:
-        with self._write() as tx:
-            for r in runs:
-                tx.conn.execute(self.q["event_insert"], (r.event.id, r.event.name, r.event.data, r.event.ts))
-                self._create_run(tx, r.run_id, r.function_id, r.event.id, r.event.data)
-
-    def _send(self, tx: _Tx, ev: NewEvent) -> bool:
-        conn, q = tx.conn, self.q
-        if conn.execute(q["event_insert"], (ev.id, ev.name, ev.data, ev.ts)).rowcount == 0:
-            return False
-        routes = tx.routes.get(ev.name)
-        if routes is None:
-            routes = tx.routes[ev.name] = conn.execute(q["routes_for_event"], (ev.name,)).fetchall()
-        for fid, pool, limit, key in routes:
-            run_id = new_id()
-            conn.execute(q["run_insert"], (run_id, fid, ev.id, pool, None, None, None, None, tx.now))
-            cgroup = _concurrency_group(fid, limit, key, ev.data)
-            conn.execute(q["job_insert"], (run_id, pool, fid, tx.now, cgroup, limit))
-        if tx.waited_names is None:
-            tx.waited_names = {r[0] for r in conn.execute(q["waited_event_names"])}
-        if ev.name in tx.waited_names:
-            self._match_waits(tx, ev)
-        return True
-
-    def _match_waits(self, tx: _Tx, ev: NewEvent) -> None:
-        conn, q = tx.conn, self.q
-        data = None
-        for run_id, step_id, path, value, created in conn.execute(q["waits_for_event"], (ev.name,)).fetchall():
-            if created > ev.ts:
-                continue
-            if path is not None:
-                if data is None:
-                    data = {"id": ev.id, "name": ev.name, "data": json.loads(ev.data)}
-                actual: Any = data
-                for part in path.removeprefix("event.").split("."):
-                    actual = actual.get(part) if isinstance(actual, dict) else None
-                if _dumps(actual) != value:
-                    continue
-            if conn.execute(q["wait_match"], (ev.id, run_id, step_id)).rowcount:
-                conn.execute(q["job_wake"], (tx.now, run_id, tx.now))
-
-    def _function(self, tx: _Tx, fid: str) -> tuple[str, int | None, str | None, int] | None:
-        if fid not in tx.functions:
-            row = tx.conn.execute(self.q["function_get"], (fid,)).fetchone()
-            tx.functions[fid] = None if row is None else (row[1], row[2], row[3], row[4])
-        return tx.functions[fid]
-
-    def _create_run(
-        self, tx: _Tx, run_id: str, fid: str, event_id: str, data: str, *,
-        parent: tuple[str, str, int] | None = None, failure_of: str | None = None,
-    ) -> None:
-        fn = self._function(tx, fid)
-        if fn is None:
-            raise NotFound(f"unknown function {fid!r}: no app has registered it with this database")
-        pool = fn[0]
-        p_id, p_step, index = parent or (None, None, None)
-        cur = tx.conn.execute(self.q["run_insert"], (
-            run_id, fid, event_id, pool, p_id, p_step, index, failure_of, tx.now))
-        if cur.rowcount:
-            self._enqueue(tx, run_id, fid, pool, data, tx.now)
-
-    def _enqueue(self, tx: _Tx, run_id: str, fid: str, pool: str, data: str, run_at: float) -> None:
-        fn = self._function(tx, fid)
-        limit, key = (fn[1], fn[2]) if fn else (None, None)
-        cgroup = _concurrency_group(fid, limit, key, data)
-        tx.conn.execute(self.q["job_insert"], (run_id, pool, fid, run_at, cgroup, limit))
-
-    # ---- jobs ---------------------------------------------------------------------------------
-
-    def jobs_claim(
-        self, worker: str, pools: Sequence[str], functions: Sequence[str], limit: int, lease: float
-    ) -> list[ClaimedJob]:
-        q = self.q
-        fns = _dumps(list(functions))
-        claimed: list[ClaimedJob] = []
-        with self._write(durable=False) as tx:
-            conn, now = tx.conn, tx.now
-            picked: list[str] = []
-            running: dict[str, int] = {}
-            for pool in pools:
-                want = limit - len(picked)
-                if want <= 0:
-                    break
-                for run_id, cgroup, climit in conn.execute(q["jobs_due"], (pool, now, fns, want * 2)).fetchall():
-                    if cgroup is not None:
-                        n = running.get(cgroup)
-                        if n is None:
-                            n = conn.execute(q["cgroup_running"], (cgroup, now)).fetchone()[0]
-                        if n >= climit:
-                            running[cgroup] = n
-                            continue
-                        running[cgroup] = n + 1
-                    picked.append(run_id)
-                    if len(picked) >= limit:
-                        break
-            expires = now + lease
-            for run_id in picked:
-                token = conn.execute(q["job_lease"], (expires, expires, worker, run_id)).fetchone()[0]
-                row = conn.execute(q["run_mark_running"], (now, run_id, now)).fetchone()
-                if row is None:  # the run ended (cancelled) but its job stayed: drop the job
-                    conn.execute(q["job_delete"], (run_id,))
-                    continue
-                fid, pool, event_id, failure_of, first = row
-                ev = conn.execute(q["event_for_run"], (event_id,)).fetchone()
-                memo = {} if first else self._memo(tx, run_id)
-                claimed.append(ClaimedJob(run_id, token, fid, pool, ev[0], ev[1], ev[2], ev[3], memo, failure_of))
-        return claimed
-
-    def _memo(self, tx: _Tx, run_id: str) -> dict[str, MemoStep]:
-        conn, q = tx.conn, self.q
-        memo = {
-            r[0]: MemoStep(r[0], r[1], r[2], r[3], r[4], json.loads(r[5]) if r[5] else None, r[6], r[7], r[8], r[9])
-            for r in conn.execute(q["memo_for_run"], (run_id,))
-        }
-        if any(m.kind == "wait_for_event" and m.status == "waiting" for m in memo.values()):
-            for step_id, matched in conn.execute(q["waits_resolve"], (run_id, tx.now)).fetchall():
-                output = "null"
-                if matched is not None:
-                    e = conn.execute(q["event_get"], (matched,)).fetchone()
-                    output = f'{{"id":{_dumps(e[0])},"name":{_dumps(e[1])},"data":{e[2]},"ts":{_dumps(e[3])}}}'
-                conn.execute(q["step_resolve"], ("completed", output, None, tx.now, run_id, step_id))
-                m = memo[step_id]
-                m.status, m.output, m.attempts = "completed", output, m.attempts + 1
-        return memo
-
-    def jobs_heartbeat(self, leases: Sequence[tuple[str, int]], lease: float) -> list[str]:
-        lost = []
-        with self._write(durable=False) as tx:
-            expires = tx.now + lease
-            for run_id, token in leases:
-                if tx.conn.execute(self.q["job_heartbeat"], (expires, expires, run_id, token)).rowcount == 0:
-                    lost.append(run_id)
-        return lost
-
-    def jobs_next_due(self, pools: Sequence[str], functions: Sequence[str]) -> float | None:
-        conn = self._conn()
-        fns = _dumps(list(functions))
-        times = [conn.execute(self.q["next_due"], (p, fns)).fetchone()[0] for p in pools]
-        due = [t for t in times if t is not None and t < FAR_FUTURE]
-        return min(due) if due else None
-
-    def jobs_commit(self, results: Sequence[JobResult]) -> list[bool]:
-        q = self.q
-        accepted: list[bool] = []
-        with self._write() as tx:
-            conn = tx.conn
-            for res in results:
-                row = conn.execute(q["job_fence"], (res.run_id,)).fetchone()
-                if row is None or row[0] != res.token:
-                    accepted.append(False)
-                    continue
-                conn.execute("SAVEPOINT result")
-                try:
-                    self._apply_result(tx, res)
-                except (sqlite3.IntegrityError, NotFound, ValueError) as exc:
-                    # One bad result must not wedge the batch: the run fails with the reason.
-                    conn.execute("ROLLBACK TO result")
-                    error = {"step_id": None, "type": type(exc).__name__, "message": str(exc)}
-                    self._apply_outcome(tx, JobResult(res.run_id, res.token, res.function_id, outcome=Failed(error)))
-                conn.execute("RELEASE result")
-                accepted.append(True)
-        return accepted
-
-    def _apply_result(self, tx: _Tx, res: JobResult) -> None:
-        conn, q = tx.conn, self.q
-        for w in res.steps:
-            self._write_step(tx, res.run_id, w)
-        for lg in res.logs:
-            conn.execute(q["log_insert"], (res.run_id, lg.step_id, lg.attempt, lg.ts, lg.level, lg.message))
-        if res.outcome is not None:
-            self._apply_outcome(tx, res)
-        elif res.release:
-            conn.execute(q["job_release"], (tx.now, res.run_id))
-            conn.execute(q["run_set_status"], ("queued", res.run_id))
-
-    def _write_step(self, tx: _Tx, run_id: str, w: StepWrite) -> None:
-        conn, q = tx.conn, self.q
-        conn.execute(q["step_upsert"], (
-            run_id, w.id, w.seq, w.kind, w.status, w.attempts, w.output,
-            None if w.error is None else _dumps(w.error), w.wake_at, w.started_at, w.ended_at, w.children_total,
-        ))
-        for ev in w.events:
-            self._send(tx, ev)
-        for child in w.children:
-            conn.execute(q["event_insert"], (child.event.id, child.event.name, child.event.data, child.event.ts))
-            self._create_run(tx, child.run_id, child.function_id, child.event.id, child.event.data,
-                             parent=(run_id, child.parent_step, child.index))
-        if w.wait is not None:
-            wt = w.wait
-            conn.execute(q["wait_insert"], (run_id, w.id, wt.event_name, wt.match_path, wt.match_value,
-                                            tx.now, wt.expires_at))
-
-    def _apply_outcome(self, tx: _Tx, res: JobResult) -> None:
-        conn, q, now, out = tx.conn, self.q, tx.now, res.outcome
-        if isinstance(out, Completed):
-            row = conn.execute(q["run_complete"], (out.output, now, res.run_id)).fetchone()
-            conn.execute(q["job_delete"], (res.run_id,))
-            if row and row[0]:
-                self._notify_parent(tx, row[0], row[1], "completed", out.output, None)
-        elif isinstance(out, Failed):
-            error = _dumps(out.error)
-            row = conn.execute(q["run_fail"], (error, now, res.run_id)).fetchone()
-            conn.execute(q["job_delete"], (res.run_id,))
-            if row is None:
-                return
-            parent_id, parent_step, failures, event_id, failure_of = row
-            if parent_id:
-                self._notify_parent(tx, parent_id, parent_step, "failed", None, error)
-            handler = f"{res.function_id}/on-failure"
-            if res.on_failure and failure_of is None and self._function(tx, handler) is not None:
-                data = _dumps({"run_id": res.run_id, "function_id": res.function_id,
-                               "event_id": event_id, "error": out.error})
-                ev_id = f"{res.run_id}/failure/{failures}"
-                conn.execute(q["event_insert"], (ev_id, "conveyor/run.failed", data, now))
-                self._create_run(tx, new_id(), handler, ev_id, data, failure_of=res.run_id)
-        elif isinstance(out, Suspended):
-            run_at = FAR_FUTURE if out.run_at is None else out.run_at
-            conn.execute(q["job_reschedule"], (run_at, res.run_id))
-            status = "queued" if out.reason in ("yield", "retry") else "waiting"
-            conn.execute(q["run_set_status"], (status, res.run_id))
-
-    def _notify_parent(self, tx: _Tx, parent_id: str, step_id: str, status: str,
-                       output: str | None, error: str | None) -> None:
-        """A child ended: count it on the parent's step; the last one resolves the step and wakes the parent.
-
-        Counting and resolving happen in the child's own transaction, so exactly one child
-        (the last) resolves the step, whatever the races between them.
-        """
-        conn, q = tx.conn, self.q
-        row = conn.execute(q["child_ended"], (int(status != "completed"), parent_id, step_id)).fetchone()
-        if row is None:
-            return  # the step was resolved already (or the parent was cancelled)
-        kind, total, ended, failed = row
-        if ended < (total or 1):
-            return
-        if kind == "map":
-            output, error, status = None, None, "completed"
-            if failed:
-                status = "failed"
-                firsts = conn.execute(q["children_first_errors"], (parent_id, step_id, 3)).fetchall()
-                details = "; ".join(
-                    f"#{i} ({rid}): {json.loads(e).get('message', '') if e else 'cancelled'}" for i, rid, e in firsts
-                )
-                error = _dumps({"step_id": step_id, "type": "MapFailed",
-                                "message": f"{failed} of {total} child runs failed; first errors: {details}"})
-        conn.execute(q["step_resolve"], (status, output, error, tx.now, parent_id, step_id))
-        conn.execute(q["parent_wake"], (parent_id,))
-        conn.execute(q["job_wake"], (tx.now, parent_id, tx.now))
-
-    def children_outputs(self, run_id: str, step_id: str, offset: int, limit: int) -> list[str | None]:
-        rows = self._conn().execute(self.q["children_outputs"], (run_id, step_id, offset, limit)).fetchall()
-        return [r[0] for r in rows]
-
-    def child_error(self, run_id: str, step_id: str, index: int) -> dict[str, Any] | None:
-        row = self._conn().execute(self.q["child_error_at"], (run_id, step_id, index)).fetchone()
-        if row is None or row[0] == "completed":
-            return None
-        return json.loads(row[1]) if row[1] else {"type": "RunCancelled", "message": "child run was cancelled"}
-
-    def function_exists(self, function_id: str) -> bool:
-        return self._conn().execute(self.q["function_exists"], (function_id,)).fetchone() is not None
-
-    # ---- runs ---------------------------------------------------------------------------------
-
-    def run_get(self, run_id: str) -> RunRow | None:
-        row = self._conn().execute(self.q["run_get"], (run_id,)).fetchone()
-        return None if row is None else RunRow(*row)
-
-    def runs_get(self, run_ids: Sequence[str]) -> list[RunRow]:
-        return [r for r in (self.run_get(i) for i in run_ids) if r is not None]
-
-    def runs_list(self, flt: RunFilter) -> list[RunRow]:
-        conn, q = self._conn(), self.q
-        if flt.event_id is not None:
-            cur = conn.execute(q["runs_by_event"], (flt.event_id, flt.function, flt.status, flt.before, flt.limit))
-        elif flt.parent_id is not None:
-            cur = conn.execute(q["runs_by_parent"], (flt.parent_id, flt.function, flt.status, flt.before, flt.limit))
-        elif flt.function is not None:
-            cur = conn.execute(q["runs_by_function"], (flt.function, flt.status, flt.before, flt.limit))
-        elif flt.status is not None:
-            cur = conn.execute(q["runs_by_status"], (flt.status, flt.before, flt.limit))
-        else:
-            cur = conn.execute(q["runs_all"], (flt.before, flt.limit))
-        return [RunRow(*row) for row in cur]
-
-    def steps_list(self, run_id: str) -> list[StepRow]:
-        return [StepRow(*row) for row in self._conn().execute(self.q["steps_list"], (run_id,))]
-
-    def children_counts(self, run_id: str) -> dict[str, int]:
-        return dict(self._conn().execute(self.q["children_counts"], (run_id,)).fetchall())
-
-    def event_get(self, event_id: str) -> EventRow | None:
-        row = self._conn().execute(self.q["event_get"], (event_id,)).fetchone()
-        return None if row is None else EventRow(*row)
-
-    def logs_list(self, run_id: str, limit: int = 1000) -> list[dict[str, Any]]:
-        keys = ("step_id", "attempt", "ts", "level", "message")
-        return [dict(zip(keys, r, strict=True)) for r in self._conn().execute(self.q["logs_list"], (run_id, limit))]
-
-    def run_cancel(self, run_id: str) -> bool:
-        with self._write() as tx:
-            return self._cancel(tx, run_id)
-
-    def _cancel(self, tx: _Tx, run_id: str) -> bool:
-        conn, q = tx.conn, self.q
-        if conn.execute(q["run_cancel"], (tx.now, run_id)).rowcount == 0:
-            return False
-        conn.execute(q["job_delete"], (run_id,))
-        conn.execute(q["waits_delete"], (run_id,))
-        for (child,) in conn.execute(q["children_unfinished"], (run_id,)).fetchall():
-            self._cancel(tx, child)
-        row = conn.execute(q["run_parent"], (run_id,)).fetchone()
-        if row and row[0]:
-            error = _dumps({"step_id": row[1], "type": "RunCancelled", "message": f"run {run_id} was cancelled"})
-            self._notify_parent(tx, row[0], row[1], "failed", None, error)
-        return True
-
-    def run_requeue(self, run_id: str, from_statuses: Sequence[str]) -> bool:
-        q = self.q
-        with self._write() as tx:
-            row = tx.conn.execute(q["run_requeue"], (run_id, _dumps(list(from_statuses)))).fetchone()
-            if row is None:
-                return False
-            pool, fid = row
-            tx.conn.execute(q["steps_unfinished_delete"], (run_id,))
-            ev = tx.conn.execute(q["run_event_data"], (run_id,)).fetchone()
-            self._enqueue(tx, run_id, fid, pool, ev[0] if ev else "{}", tx.now)
-            return True
 
 
 def _enable_wal(conn: sqlite3.Connection, timeout: float) -> None:
@@ -546,17 +157,3 @@ def _close_all(resources: list[sqlite3.Connection | Notifier]) -> None:
         with suppress(Exception):
             resources.pop().close()
 
-
-def _statements(sql: str) -> Iterator[str]:
-    buf: list[str] = []
-    for line in sql.splitlines():
-        if line.strip().startswith("--") and not buf:
-            continue
-        buf.append(line)
-        if line.rstrip().endswith(";") and sqlite3.complete_statement("\n".join(buf)):
-            stmt = "\n".join(buf).strip()
-            if stmt.strip(";").strip():
-                yield stmt
-            buf = []
-    if "".join(buf).strip():
-        yield "\n".join(buf)

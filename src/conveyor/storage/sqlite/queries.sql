@@ -1,5 +1,8 @@
 -- SQL of the SQLite backend, one named block per operation of storage.base.Storage.
 
+-- name: migrate_lock
+SELECT 1;  -- BEGIN IMMEDIATE already serializes migrations
+
 -- name: migrations_table
 CREATE TABLE IF NOT EXISTS conveyor_migrations (
     version    INTEGER PRIMARY KEY,
@@ -69,6 +72,9 @@ UPDATE conveyor_jobs SET run_at = ? WHERE run_id = ? AND lease_expires IS NULL A
 SELECT run_id, cgroup, climit FROM conveyor_jobs
 WHERE pool = ? AND run_at <= ? AND function_id IN (SELECT value FROM json_each(?))
 ORDER BY run_at LIMIT ?;
+
+-- name: cgroup_lock
+SELECT ?;  -- one writer at a time: counting under the write lock is exact
 
 -- name: cgroup_running
 SELECT count(*) FROM conveyor_jobs WHERE cgroup = ? AND lease_expires > ?;
