@@ -31,5 +31,7 @@ def open_storage(url: str) -> Storage:
 
         return SQLiteStorage(sqlite_path(url))
     if url.startswith(("postgresql://", "postgres://")):
-        raise ConfigError("the PostgreSQL backend is not part of this build yet; use a sqlite:/// URL")
+        from conveyor.storage.postgres.backend import PostgresStorage
+
+        return PostgresStorage(url)
     raise ConfigError(f"unsupported database URL {url!r}: expected sqlite:///… or postgresql://…")

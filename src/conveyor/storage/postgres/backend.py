@@ -1,0 +1,83 @@
+"""PostgreSQL backend: many workers on many hosts.
+
+Jobs are claimed in batches with ``FOR UPDATE SKIP LOCKED``; idle workers wake on
+``LISTEN/NOTIFY`` (polling is the fallback); leases, timers and schedules run on the
+database clock. Connections come from a psycopg pool; a connection broken by a
+restart is discarded and the caller's operation is retried by the worker.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from typing import Any
+
+from conveyor.errors import ConfigError
+from conveyor.storage.base import Listener
+from conveyor.storage.postgres.notify import CHANNEL, PGListener
+from conveyor.storage.relational import RelationalStorage, Tx
+from conveyor.storage.sql import load_queries
+
+PACKAGE = "conveyor.storage.postgres"
+_NOW = "SELECT extract(epoch FROM clock_timestamp())::float8"
+
+try:
+    import psycopg
+    import psycopg_pool
+except ImportError:  # pragma: no cover - exercised only without the extra
+    psycopg = None  # type: ignore[assignment]
+    psycopg_pool = None  # type: ignore[assignment]
+
+
+class PostgresStorage(RelationalStorage):
+    migrations_package = PACKAGE
+
+    def __init__(self, url: str, *, min_size: int = 1, max_size: int = 12, timeout: float = 30.0) -> None:
+        if psycopg is None or psycopg_pool is None:
+            raise ConfigError(
+                "the PostgreSQL backend needs psycopg 3 and psycopg-pool: pip install 'conveyor[postgres]'"
+            )
+        self.url = url
+        self.integrity_errors = (psycopg.errors.IntegrityError,)
+        self.q = load_queries(PACKAGE)
+        self._pool = psycopg_pool.ConnectionPool(
+            url, min_size=min_size, max_size=max_size, timeout=timeout, open=False,
+            kwargs={"autocommit": True, "connect_timeout": 5}, name="conveyor",
+        )
+        try:
+            self._pool.open(wait=False)
+        except psycopg.Error as exc:
+            raise ConfigError(f"cannot connect to PostgreSQL: {exc}") from None
+
+    # ---- connections and transactions ---------------------------------------------------------
+
+    @contextmanager
+    def _write(self, *, durable: bool = True) -> Iterator[Tx]:
+        with self._pool.connection() as conn, conn.transaction():
+            if not durable:
+                conn.execute("SET LOCAL synchronous_commit = off")
+            now = conn.execute(_NOW).fetchone()[0]  # type: ignore[index]
+            yield Tx(conn, now)
+
+    @contextmanager
+    def _read(self) -> Iterator[Any]:
+        with self._pool.connection() as conn:
+            yield conn
+
+    def _array(self, values: Sequence[str]) -> list[str]:
+        return list(values)
+
+    def close(self) -> None:
+        self._pool.close()
+
+    def now(self) -> float:
+        with self._pool.connection() as conn:
+            value: float = conn.execute(_NOW).fetchone()[0]  # type: ignore[index]
+            return value
+
+    def listener(self) -> Listener:
+        return PGListener(self.url)
+
+    def notify(self) -> None:
+        with self._pool.connection() as conn:
+            conn.execute(f"NOTIFY {CHANNEL}")

@@ -1,0 +1,266 @@
+-- SQL of the PostgreSQL backend, one named block per operation of storage.base.Storage.
+
+-- name: migrate_lock
+SELECT pg_advisory_xact_lock(4242001);  -- one migrator at a time, across hosts
+
+-- name: migrations_table
+CREATE TABLE IF NOT EXISTS conveyor_migrations (
+    version    INTEGER PRIMARY KEY,
+    name       TEXT NOT NULL,
+    applied_at REAL NOT NULL
+);
+
+-- name: migrations_applied
+SELECT version FROM conveyor_migrations ORDER BY version;
+
+-- name: migration_record
+INSERT INTO conveyor_migrations (version, name, applied_at) VALUES (%s, %s, %s);
+
+-- name: function_upsert
+INSERT INTO conveyor_functions
+    (id, pool, retries, concurrency_limit, concurrency_key, cron, has_on_failure, updated_at)
+VALUES (%s, %s, %s, %s, %s, %s, %s, %s)
+ON CONFLICT (id) DO UPDATE SET
+    pool = excluded.pool, retries = excluded.retries,
+    concurrency_limit = excluded.concurrency_limit, concurrency_key = excluded.concurrency_key,
+    cron = excluded.cron, has_on_failure = excluded.has_on_failure, updated_at = excluded.updated_at;
+
+-- name: triggers_clear
+DELETE FROM conveyor_triggers WHERE function_id = %s;
+
+-- name: trigger_insert
+INSERT INTO conveyor_triggers (event_name, function_id) VALUES (%s, %s) ON CONFLICT DO NOTHING;
+
+-- name: routes_for_event
+SELECT f.id, f.pool, f.concurrency_limit, f.concurrency_key
+FROM conveyor_triggers t JOIN conveyor_functions f ON f.id = t.function_id
+WHERE t.event_name = %s;
+
+-- name: function_get
+SELECT id, pool, concurrency_limit, concurrency_key, has_on_failure
+FROM conveyor_functions WHERE id = %s;
+
+-- name: event_insert
+INSERT INTO conveyor_events (id, name, data, ts) VALUES (%s, %s, %s, %s) ON CONFLICT DO NOTHING;
+
+-- name: event_get
+SELECT id, name, data, ts FROM conveyor_events WHERE id = %s;
+
+-- name: run_insert
+INSERT INTO conveyor_runs
+    (id, function_id, event_id, status, pool, parent_id, parent_step, child_index, failure_of, created_at)
+VALUES (%s, %s, %s, 'queued', %s, %s, %s, %s, %s, %s)
+ON CONFLICT DO NOTHING;
+
+-- name: job_insert
+INSERT INTO conveyor_jobs (run_id, pool, function_id, run_at, cgroup, climit)
+VALUES (%s, %s, %s, %s, %s, %s)
+ON CONFLICT (run_id) DO UPDATE SET run_at = LEAST(conveyor_jobs.run_at, excluded.run_at)
+WHERE conveyor_jobs.lease_expires IS NULL;
+
+-- name: waits_for_event
+SELECT run_id, step_id, match_path, match_value, created_at
+FROM conveyor_waits WHERE event_name = %s AND matched_event_id IS NULL;
+
+-- name: wait_match
+UPDATE conveyor_waits SET matched_event_id = %s
+WHERE run_id = %s AND step_id = %s AND matched_event_id IS NULL;
+
+-- name: job_wake
+UPDATE conveyor_jobs SET run_at = %s WHERE run_id = %s AND lease_expires IS NULL AND run_at > %s;
+
+-- name: jobs_due
+SELECT run_id, cgroup, climit FROM conveyor_jobs
+WHERE pool = %s AND run_at <= %s AND function_id = ANY(%s)
+ORDER BY run_at LIMIT %s
+FOR UPDATE SKIP LOCKED;
+
+-- name: cgroup_lock
+SELECT pg_advisory_xact_lock(hashtext(%s));  -- count and claim one group at a time
+
+-- name: cgroup_running
+SELECT count(*) FROM conveyor_jobs WHERE cgroup = %s AND lease_expires > %s;
+
+-- name: job_lease
+UPDATE conveyor_jobs SET token = token + 1, lease_expires = %s, run_at = %s, worker = %s
+WHERE run_id = %s RETURNING token;
+
+-- name: run_mark_running
+UPDATE conveyor_runs SET status = 'running', started_at = coalesce(started_at, %s)
+WHERE id = %s AND status IN ('queued', 'waiting', 'running')
+RETURNING function_id, pool, event_id, failure_of, started_at = %s::float8;
+
+-- name: event_for_run
+SELECT e.id, e.name, e.data, e.ts FROM conveyor_events e WHERE e.id = %s;
+
+-- name: memo_for_run
+SELECT step_id, kind, status, attempts, output, error, wake_at, seq, started_at, children_total
+FROM conveyor_steps WHERE run_id = %s;
+
+-- name: waits_resolve
+DELETE FROM conveyor_waits
+WHERE run_id = %s AND (matched_event_id IS NOT NULL OR expires_at <= %s)
+RETURNING step_id, matched_event_id;
+
+-- name: step_resolve
+UPDATE conveyor_steps SET status = %s, output = %s, error = %s, ended_at = %s, attempts = attempts + 1
+WHERE run_id = %s AND step_id = %s AND status NOT IN ('completed', 'failed');
+
+-- name: job_heartbeat
+UPDATE conveyor_jobs SET lease_expires = %s, run_at = %s
+WHERE run_id = %s AND token = %s AND lease_expires IS NOT NULL;
+
+-- name: job_fence
+SELECT token FROM conveyor_jobs WHERE run_id = %s AND lease_expires IS NOT NULL FOR UPDATE;
+
+-- name: step_upsert
+INSERT INTO conveyor_steps
+    (run_id, step_id, seq, kind, status, attempts, output, error, wake_at, started_at, ended_at, children_total)
+VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s)
+ON CONFLICT (run_id, step_id) DO UPDATE SET
+    status = excluded.status, attempts = excluded.attempts, output = excluded.output,
+    error = excluded.error, wake_at = excluded.wake_at, ended_at = excluded.ended_at
+WHERE conveyor_steps.status NOT IN ('completed', 'failed');
+
+-- name: run_complete
+UPDATE conveyor_runs SET status = 'completed', output = %s, error = NULL, ended_at = %s
+WHERE id = %s AND status = 'running'
+RETURNING parent_id, parent_step;
+
+-- name: run_fail
+UPDATE conveyor_runs SET status = 'failed', error = %s, ended_at = %s, failures = failures + 1
+WHERE id = %s AND status = 'running'
+RETURNING parent_id, parent_step, failures, event_id, failure_of;
+
+-- name: run_set_status
+UPDATE conveyor_runs SET status = %s WHERE id = %s AND status = 'running';
+
+-- name: job_delete
+DELETE FROM conveyor_jobs WHERE run_id = %s;
+
+-- name: job_reschedule
+UPDATE conveyor_jobs SET run_at = %s, lease_expires = NULL, worker = NULL WHERE run_id = %s;
+
+-- name: job_release
+UPDATE conveyor_jobs SET run_at = %s, lease_expires = NULL, worker = NULL, token = token + 1
+WHERE run_id = %s;
+
+-- name: child_ended
+UPDATE conveyor_steps
+SET children_ended = children_ended + 1, children_failed = children_failed + %s
+WHERE run_id = %s AND step_id = %s AND status = 'waiting'
+RETURNING kind, children_total, children_ended, children_failed;
+
+-- name: children_first_errors
+SELECT child_index, id, error FROM conveyor_runs
+WHERE parent_id = %s AND parent_step = %s AND status IN ('failed', 'cancelled')
+ORDER BY child_index LIMIT %s;
+
+-- name: children_outputs
+SELECT output FROM conveyor_runs
+WHERE parent_id = %s AND parent_step = %s AND child_index >= %s
+ORDER BY child_index LIMIT %s;
+
+-- name: child_error_at
+SELECT status, error FROM conveyor_runs WHERE parent_id = %s AND parent_step = %s AND child_index = %s;
+
+-- name: function_exists
+SELECT 1 FROM conveyor_functions WHERE id = %s;
+
+-- name: parent_wake
+UPDATE conveyor_runs SET status = 'queued' WHERE id = %s AND status = 'waiting';
+
+-- name: wait_insert
+INSERT INTO conveyor_waits
+    (run_id, step_id, event_name, match_path, match_value, created_at, expires_at, matched_event_id)
+VALUES (%s, %s, %s, %s, %s, %s, %s, NULL)
+ON CONFLICT (run_id, step_id) DO UPDATE SET
+    event_name = excluded.event_name, match_path = excluded.match_path, match_value = excluded.match_value,
+    created_at = excluded.created_at, expires_at = excluded.expires_at, matched_event_id = NULL;
+
+-- name: log_insert
+INSERT INTO conveyor_logs (run_id, step_id, attempt, ts, level, message) VALUES (%s, %s, %s, %s, %s, %s);
+
+-- name: next_due
+SELECT min(run_at) FROM conveyor_jobs
+WHERE pool = %s AND lease_expires IS NULL AND function_id = ANY(%s);
+
+-- name: run_get
+SELECT id, function_id, event_id, status, pool, output, error, parent_id, created_at, started_at, ended_at
+FROM conveyor_runs WHERE id = %s;
+
+-- name: steps_list
+SELECT run_id, step_id, seq, kind, status, attempts, output, error, wake_at, started_at, ended_at
+FROM conveyor_steps WHERE run_id = %s ORDER BY seq;
+
+-- name: children_counts
+SELECT status, count(*) FROM conveyor_runs WHERE parent_id = %s GROUP BY status;
+
+-- name: logs_list
+SELECT step_id, attempt, ts, level, message FROM conveyor_logs WHERE run_id = %s ORDER BY id LIMIT %s;
+
+-- name: run_cancel
+UPDATE conveyor_runs SET status = 'cancelled', ended_at = %s
+WHERE id = %s AND status IN ('queued', 'running', 'waiting');
+
+-- name: children_unfinished
+SELECT id FROM conveyor_runs
+WHERE parent_id = %s AND status IN ('queued', 'running', 'waiting');
+
+-- name: waits_delete
+DELETE FROM conveyor_waits WHERE run_id = %s;
+
+-- name: run_requeue
+UPDATE conveyor_runs SET status = 'queued', error = NULL, output = NULL, ended_at = NULL
+WHERE id = %s AND status = ANY(%s)
+RETURNING pool, function_id;
+
+-- name: steps_unfinished_delete
+DELETE FROM conveyor_steps WHERE run_id = %s AND status != 'completed';
+
+-- Listing runs, newest first (run ids sort by creation time). Each block walks the
+-- index that fits its leading filter; the other filters are residual.
+
+-- name: runs_by_event
+WITH a AS (SELECT %s::text AS ev, %s::text AS fn, %s::text AS st, %s::text AS bf, %s::int AS lim)
+SELECT r.id, r.function_id, r.event_id, r.status, r.pool, r.output, r.error, r.parent_id, r.created_at, r.started_at, r.ended_at
+FROM conveyor_runs r, a
+WHERE r.event_id = a.ev AND (a.fn IS NULL OR r.function_id = a.fn) AND (a.st IS NULL OR r.status = a.st)
+  AND (a.bf IS NULL OR r.id < a.bf)
+ORDER BY r.id DESC LIMIT (SELECT lim FROM a);
+
+-- name: runs_by_parent
+WITH a AS (SELECT %s::text AS par, %s::text AS fn, %s::text AS st, %s::text AS bf, %s::int AS lim)
+SELECT r.id, r.function_id, r.event_id, r.status, r.pool, r.output, r.error, r.parent_id, r.created_at, r.started_at, r.ended_at
+FROM conveyor_runs r, a
+WHERE r.parent_id = a.par AND (a.fn IS NULL OR r.function_id = a.fn) AND (a.st IS NULL OR r.status = a.st)
+  AND (a.bf IS NULL OR r.id < a.bf)
+ORDER BY r.parent_step, r.child_index LIMIT (SELECT lim FROM a);
+
+-- name: runs_by_function
+WITH a AS (SELECT %s::text AS fn, %s::text AS st, %s::text AS bf, %s::int AS lim)
+SELECT r.id, r.function_id, r.event_id, r.status, r.pool, r.output, r.error, r.parent_id, r.created_at, r.started_at, r.ended_at
+FROM conveyor_runs r, a
+WHERE r.function_id = a.fn AND (a.st IS NULL OR r.status = a.st) AND r.id < coalesce(a.bf, '~')
+ORDER BY r.function_id DESC, r.id DESC LIMIT (SELECT lim FROM a);
+
+-- name: runs_by_status
+SELECT id, function_id, event_id, status, pool, output, error, parent_id, created_at, started_at, ended_at
+FROM conveyor_runs
+WHERE status = %s AND id < coalesce(%s::text, '~')
+ORDER BY status DESC, id DESC LIMIT %s;
+
+-- name: runs_all
+SELECT id, function_id, event_id, status, pool, output, error, parent_id, created_at, started_at, ended_at
+FROM conveyor_runs
+WHERE id < coalesce(%s::text, '~')
+ORDER BY id DESC LIMIT %s;
+
+-- name: waited_event_names
+SELECT DISTINCT event_name FROM conveyor_waits WHERE matched_event_id IS NULL;
+
+-- name: run_parent
+SELECT parent_id, parent_step FROM conveyor_runs WHERE id = %s;
+
+-- name: run_event_data
+SELECT e.data FROM conveyor_runs r JOIN conveyor_events e ON e.id = r.event_id WHERE r.id = %s;
