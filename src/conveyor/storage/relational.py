@@ -46,6 +46,22 @@ def _concurrency_group(fid: str, limit: int | None, key: str | None, data: str) 
     return f"{fid}\x1f{_dumps(value)}"
 
 
+def _plain(res: JobResult) -> bool:
+    """A result the set-based path can write: checkpoints without side effects, completion, suspension."""
+    if res.release or isinstance(res.outcome, Failed):
+        return False
+    return all(not w.events and not w.children and w.wait is None for w in res.steps)
+
+
+def _step_row(run_id: str, w: StepWrite) -> tuple[Any, ...]:
+    return (run_id, w.id, w.seq, w.kind, w.status, w.attempts, w.output,
+            None if w.error is None else _dumps(w.error), w.wake_at, w.started_at, w.ended_at, w.children_total)
+
+
+def _memo_step(r: Sequence[Any]) -> MemoStep:
+    return MemoStep(r[0], r[1], r[2], r[3], r[4], json.loads(r[5]) if r[5] else None, r[6], r[7], r[8], r[9])
+
+
 class Tx:
     """One write transaction: its connection, the database time at its start, and caches
     so that a batch of a thousand events asks for each route once."""
@@ -80,6 +96,10 @@ class RelationalStorage(Storage):
     @property
     def _bad_result_errors(self) -> tuple[type[BaseException], ...]:
         return (*self.integrity_errors, NotFound, ValueError)
+
+    def _many(self, tx: Tx, name: str, rows: Sequence[Sequence[Any]]) -> None:
+        """One statement over many parameter rows (pipelined where the driver can)."""
+        tx.conn.cursor().executemany(self.q[name], rows)
 
     def _rows(self, name: str, params: Sequence[Any]) -> list[Any]:
         with self._read() as conn:
@@ -220,26 +240,46 @@ class RelationalStorage(Storage):
                     picked.append(run_id)
                     if len(picked) >= limit:
                         break
-            expires = now + lease
-            for run_id in picked:
-                token = conn.execute(q["job_lease"], (expires, expires, worker, run_id)).fetchone()[0]
-                row = conn.execute(q["run_mark_running"], (now, run_id, now)).fetchone()
-                if row is None:  # the run ended (cancelled) but its job stayed: drop the job
+            if not picked:
+                return claimed
+            leased = self._lease_many(tx, picked, worker, now + lease)
+            resumed = [row[0] for row in leased if row[2] is not None and not row[9]]
+            memos = self._memos(tx, resumed) if resumed else {}
+            for run_id, token, fid, pool, ev_id, ev_name, ev_data, ev_ts, failure_of, first in leased:
+                if fid is None:  # the run ended (cancelled) but its job stayed: drop the job
                     conn.execute(q["job_delete"], (run_id,))
                     continue
-                fid, pool, event_id, failure_of, first = row
-                ev = conn.execute(q["event_for_run"], (event_id,)).fetchone()
-                memo = {} if first else self._memo(tx, run_id)
-                claimed.append(ClaimedJob(run_id, token, fid, pool, ev[0], ev[1], ev[2], ev[3], memo, failure_of,
+                memo = {} if first else self._resolve_waits(tx, run_id, memos.get(run_id, {}))
+                claimed.append(ClaimedJob(run_id, token, fid, pool, ev_id, ev_name, ev_data, ev_ts, memo, failure_of,
                                           db_now=now))
         return claimed
 
-    def _memo(self, tx: Tx, run_id: str) -> dict[str, MemoStep]:
+    def _lease_many(self, tx: Tx, run_ids: list[str], worker: str, expires: float) -> list[tuple[Any, ...]]:
+        """Lease these jobs and mark their runs running. Rows of ``(run_id, token, function_id, pool,
+        event_id, event_name, event_data, event_ts, failure_of, first_claim)``; ``function_id`` is
+        None where the run had already ended."""
+        conn, q, now = tx.conn, self.q, tx.now
+        rows: list[tuple[Any, ...]] = []
+        for run_id in run_ids:
+            token = conn.execute(q["job_lease"], (expires, expires, worker, run_id)).fetchone()[0]
+            row = conn.execute(q["run_mark_running"], (now, run_id, now)).fetchone()
+            if row is None:
+                rows.append((run_id, token, None, None, None, None, None, None, None, None))
+                continue
+            fid, pool, event_id, failure_of, first = row
+            ev = conn.execute(q["event_for_run"], (event_id,)).fetchone()
+            rows.append((run_id, token, fid, pool, ev[0], ev[1], ev[2], ev[3], failure_of, first))
+        return rows
+
+    def _memos(self, tx: Tx, run_ids: list[str]) -> dict[str, dict[str, MemoStep]]:
+        """The memos of these runs (their saved steps)."""
+        memos: dict[str, dict[str, MemoStep]] = {}
+        for run_id in run_ids:
+            memos[run_id] = {r[0]: _memo_step(r) for r in tx.conn.execute(self.q["memo_for_run"], (run_id,))}
+        return memos
+
+    def _resolve_waits(self, tx: Tx, run_id: str, memo: dict[str, MemoStep]) -> dict[str, MemoStep]:
         conn, q = tx.conn, self.q
-        memo = {
-            r[0]: MemoStep(r[0], r[1], r[2], r[3], r[4], json.loads(r[5]) if r[5] else None, r[6], r[7], r[8], r[9])
-            for r in conn.execute(q["memo_for_run"], (run_id,))
-        }
         if any(m.kind == "wait_for_event" and m.status == "waiting" for m in memo.values()):
             for step_id, matched in conn.execute(q["waits_resolve"], (run_id, tx.now)).fetchall():
                 output = "null"
@@ -268,26 +308,83 @@ class RelationalStorage(Storage):
         return min(due) if due else None
 
     def jobs_commit(self, results: Sequence[JobResult]) -> list[bool]:
-        q = self.q
-        accepted: list[bool] = []
+        """Apply a batch in one transaction. Every result is fenced by its lease token.
+
+        Runs whose results are plain (step checkpoints, completion, suspension) are written
+        with set-based statements; the rest (failures, side effects, releases) one by one,
+        each in a savepoint so that one bad result cannot wedge the batch.
+        """
         with self._write() as tx:
-            conn = tx.conn
+            tokens = self._fence_many(tx, list(dict.fromkeys(r.run_id for r in results)))
+            accepted = [tokens.get(r.run_id) == r.token for r in results]
+            plain_runs = {r.run_id for r in results}
             for res in results:
-                row = conn.execute(q["job_fence"], (res.run_id,)).fetchone()
-                if row is None or row[0] != res.token:
-                    accepted.append(False)
-                    continue
-                conn.execute("SAVEPOINT result")
-                try:
-                    self._apply_result(tx, res)
-                except self._bad_result_errors as exc:
-                    # One bad result must not wedge the batch: the run fails with the reason.
-                    conn.execute("ROLLBACK TO SAVEPOINT result")
-                    error = {"step_id": None, "type": type(exc).__name__, "message": str(exc)}
-                    self._apply_outcome(tx, JobResult(res.run_id, res.token, res.function_id, outcome=Failed(error)))
-                conn.execute("RELEASE SAVEPOINT result")
-                accepted.append(True)
+                if not _plain(res):
+                    plain_runs.discard(res.run_id)
+            plain = [r for r, ok in zip(results, accepted, strict=True) if ok and r.run_id in plain_runs]
+            other = [r for r, ok in zip(results, accepted, strict=True) if ok and r.run_id not in plain_runs]
+            if plain:
+                self._apply_plain(tx, plain)
+            for res in other:
+                self._apply_one(tx, res)
         return accepted
+
+    def _fence_many(self, tx: Tx, run_ids: list[str]) -> dict[str, int]:
+        """The lease token of each of these jobs that is leased now (locking them)."""
+        tokens = {}
+        for run_id in run_ids:
+            row = tx.conn.execute(self.q["job_fence"], (run_id,)).fetchone()
+            if row is not None:
+                tokens[run_id] = row[0]
+        return tokens
+
+    def _apply_plain(self, tx: Tx, results: list[JobResult]) -> None:
+        steps = [_step_row(r.run_id, w) for r in results for w in r.steps]
+        if steps:
+            self._many(tx, "step_upsert", steps)
+        logs = [(r.run_id, lg.step_id, lg.attempt, lg.ts, lg.level, lg.message) for r in results for lg in r.logs]
+        if logs:
+            self._many(tx, "log_insert", logs)
+        done = [(r.run_id, r.outcome.output) for r in results if isinstance(r.outcome, Completed)]
+        if done:
+            outputs = dict(done)
+            for run_id, parent_id, parent_step in self._complete_many(tx, done):
+                if parent_id and parent_step:
+                    self._notify_parent(tx, parent_id, parent_step, "completed", outputs[run_id], None)
+        paused = [
+            (r.run_id, FAR_FUTURE if r.outcome.run_at is None else r.outcome.run_at,
+             "queued" if r.outcome.reason in ("yield", "retry") else "waiting")
+            for r in results if isinstance(r.outcome, Suspended)
+        ]
+        if paused:
+            self._suspend_many(tx, paused)
+
+    def _complete_many(self, tx: Tx, done: list[tuple[str, str]]) -> list[tuple[str, str | None, str | None]]:
+        """Complete these runs and drop their jobs; ``(run_id, parent_id, parent_step)`` of those completed."""
+        conn, q = tx.conn, self.q
+        out = []
+        for run_id, output in done:
+            row = conn.execute(q["run_complete"], (output, tx.now, run_id)).fetchone()
+            if row is not None:
+                out.append((run_id, row[0], row[1]))
+        self._many(tx, "job_delete", [(run_id,) for run_id, _ in done])
+        return out
+
+    def _suspend_many(self, tx: Tx, paused: list[tuple[str, float, str]]) -> None:
+        self._many(tx, "job_reschedule", [(run_at, run_id) for run_id, run_at, _ in paused])
+        self._many(tx, "run_set_status", [(status, run_id) for run_id, _, status in paused])
+
+    def _apply_one(self, tx: Tx, res: JobResult) -> None:
+        conn = tx.conn
+        conn.execute("SAVEPOINT result")
+        try:
+            self._apply_result(tx, res)
+        except self._bad_result_errors as exc:
+            # One bad result must not wedge the batch: the run fails with the reason.
+            conn.execute("ROLLBACK TO SAVEPOINT result")
+            error = {"step_id": None, "type": type(exc).__name__, "message": str(exc)}
+            self._apply_outcome(tx, JobResult(res.run_id, res.token, res.function_id, outcome=Failed(error)))
+        conn.execute("RELEASE SAVEPOINT result")
 
     def _apply_result(self, tx: Tx, res: JobResult) -> None:
         conn, q = tx.conn, self.q
@@ -303,10 +400,7 @@ class RelationalStorage(Storage):
 
     def _write_step(self, tx: Tx, run_id: str, w: StepWrite) -> None:
         conn, q = tx.conn, self.q
-        conn.execute(q["step_upsert"], (
-            run_id, w.id, w.seq, w.kind, w.status, w.attempts, w.output,
-            None if w.error is None else _dumps(w.error), w.wake_at, w.started_at, w.ended_at, w.children_total,
-        ))
+        conn.execute(q["step_upsert"], _step_row(run_id, w))
         for ev in w.events:
             self._send(tx, ev)
         for child in w.children:

@@ -13,9 +13,10 @@ from contextlib import contextmanager
 from typing import Any
 
 from conveyor.errors import ConfigError
+from conveyor.records import MemoStep
 from conveyor.storage.base import Listener
 from conveyor.storage.postgres.notify import CHANNEL, PGListener
-from conveyor.storage.relational import RelationalStorage, Tx
+from conveyor.storage.relational import RelationalStorage, Tx, _memo_step
 from conveyor.storage.sql import load_queries
 
 PACKAGE = "conveyor.storage.postgres"
@@ -66,6 +67,18 @@ class PostgresStorage(RelationalStorage):
 
     def _array(self, values: Sequence[str]) -> list[str]:
         return list(values)
+
+    # ---- set-based batch verbs (one round trip for a batch) -----------------------------------
+
+    def _lease_many(self, tx: Tx, run_ids: list[str], worker: str, expires: float) -> list[tuple[Any, ...]]:
+        params = (expires, expires, worker, run_ids, tx.now, tx.now)
+        return list(tx.conn.execute(self.q["jobs_lease_many"], params).fetchall())
+
+    def _memos(self, tx: Tx, run_ids: list[str]) -> dict[str, dict[str, MemoStep]]:
+        memos: dict[str, dict[str, MemoStep]] = {}
+        for row in tx.conn.execute(self.q["memos_for_runs"], (run_ids,)):
+            memos.setdefault(row[0], {})[row[1]] = _memo_step(row[1:])
+        return memos
 
     def close(self) -> None:
         self._pool.close()

@@ -264,3 +264,50 @@ SELECT parent_id, parent_step FROM conveyor_runs WHERE id = %s;
 
 -- name: run_event_data
 SELECT e.data FROM conveyor_runs r JOIN conveyor_events e ON e.id = r.event_id WHERE r.id = %s;
+
+-- Set-based variants: one round trip for a whole batch.
+
+-- name: jobs_lease_many
+WITH leased AS (
+    UPDATE conveyor_jobs SET token = token + 1, lease_expires = %s, run_at = %s, worker = %s
+    WHERE run_id = ANY(%s)
+    RETURNING run_id, token
+), marked AS (
+    UPDATE conveyor_runs r SET status = 'running', started_at = coalesce(r.started_at, %s)
+    FROM leased
+    WHERE r.id = leased.run_id AND r.status IN ('queued', 'waiting', 'running')
+    RETURNING r.id, r.function_id, r.pool, r.event_id, r.failure_of, r.started_at
+)
+SELECT l.run_id, l.token, m.function_id, m.pool, e.id, e.name, e.data, e.ts, m.failure_of, m.started_at = %s
+FROM leased l
+LEFT JOIN marked m ON m.id = l.run_id
+LEFT JOIN conveyor_events e ON e.id = m.event_id;
+
+-- name: memos_for_runs
+SELECT run_id, step_id, kind, status, attempts, output, error, wake_at, seq, started_at, children_total
+FROM conveyor_steps WHERE run_id = ANY(%s);
+
+-- name: jobs_fence_many
+SELECT run_id, token FROM conveyor_jobs
+WHERE run_id = ANY(%s) AND lease_expires IS NOT NULL
+ORDER BY run_id
+FOR UPDATE;
+
+-- name: runs_complete_many
+UPDATE conveyor_runs r SET status = 'completed', output = v.output, error = NULL, ended_at = %s
+FROM unnest(%s::text[], %s::text[]) AS v(id, output)
+WHERE r.id = v.id AND r.status = 'running'
+RETURNING r.id, r.parent_id, r.parent_step;
+
+-- name: jobs_delete_many
+DELETE FROM conveyor_jobs WHERE run_id = ANY(%s);
+
+-- name: jobs_reschedule_many
+UPDATE conveyor_jobs j SET run_at = v.run_at, lease_expires = NULL, worker = NULL
+FROM unnest(%s::text[], %s::float8[]) AS v(run_id, run_at)
+WHERE j.run_id = v.run_id;
+
+-- name: runs_status_many
+UPDATE conveyor_runs r SET status = v.status
+FROM unnest(%s::text[], %s::text[]) AS v(id, status)
+WHERE r.id = v.id AND r.status = 'running';
