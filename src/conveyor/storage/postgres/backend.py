@@ -74,6 +74,20 @@ class PostgresStorage(RelationalStorage):
         params = (expires, expires, worker, run_ids, tx.now, tx.now)
         return list(tx.conn.execute(self.q["jobs_lease_many"], params).fetchall())
 
+    def _fence_many(self, tx: Tx, run_ids: list[str]) -> dict[str, int]:
+        return dict(tx.conn.execute(self.q["jobs_fence_many"], (run_ids,)).fetchall())
+
+    def _complete_many(self, tx: Tx, done: list[tuple[str, str]]) -> list[tuple[str, str | None, str | None]]:
+        ids = [run_id for run_id, _ in done]
+        rows = tx.conn.execute(self.q["runs_complete_many"], (tx.now, ids, [o for _, o in done])).fetchall()
+        tx.conn.execute(self.q["jobs_delete_many"], (ids,))
+        return [tuple(r) for r in rows]
+
+    def _suspend_many(self, tx: Tx, paused: list[tuple[str, float, str]]) -> None:
+        ids = [p[0] for p in paused]
+        tx.conn.execute(self.q["jobs_reschedule_many"], (ids, [p[1] for p in paused]))
+        tx.conn.execute(self.q["runs_status_many"], (ids, [p[2] for p in paused]))
+
     def _memos(self, tx: Tx, run_ids: list[str]) -> dict[str, dict[str, MemoStep]]:
         memos: dict[str, dict[str, MemoStep]] = {}
         for row in tx.conn.execute(self.q["memos_for_runs"], (run_ids,)):
