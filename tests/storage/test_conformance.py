@@ -140,3 +140,31 @@ def test_runs_list_is_newest_first_with_cursor(backend: Storage) -> None:
     page2 = backend.runs_list(RunFilter(limit=3, before=page1[-1].id))
     ids = [r.id for r in page1 + page2]
     assert len(ids) == 5 and ids == sorted(ids, reverse=True)
+
+
+def _finish(backend: Storage, run_id: str, token: int, outcome) -> None:
+    assert backend.jobs_commit([JobResult(run_id, token, "one", outcome=outcome)]) == [True]
+
+
+def test_prune_deletes_old_ended_runs_and_keeps_dead_letters(backend: Storage) -> None:
+    from conveyor.records import Failed
+
+    backend.events_send([ev("go", id="old-ok"), ev("go", id="old-bad"), ev("go", id="fresh")])
+    jobs = {j.event_id: j for j in claim(backend)}
+    _finish(backend, jobs["old-ok"].run_id, jobs["old-ok"].token, Completed("1"))
+    _finish(backend, jobs["old-bad"].run_id, jobs["old-bad"].token, Failed({"type": "X", "message": "m"}))
+    cutoff = backend.now() + 1  # everything ended so far counts as old
+    _finish(backend, jobs["fresh"].run_id, jobs["fresh"].token, Suspended(time.time() + 3600, "sleep"))
+    assert backend.runs_prune(cutoff, ["completed", "cancelled"], 100) == 1
+    assert backend.run_get(jobs["old-ok"].run_id) is None
+    assert backend.event_get("old-ok") is None
+    assert backend.run_get(jobs["old-bad"].run_id) is not None  # a dead letter stays
+    assert backend.run_get(jobs["fresh"].run_id) is not None  # still waiting
+    assert backend.runs_delete([jobs["old-bad"].run_id]) == 1
+    assert backend.run_get(jobs["old-bad"].run_id) is None
+
+
+def test_prune_of_unrouted_events(backend: Storage) -> None:
+    backend.events_send([ev("nothing", id="n1"), ev("go", id="g1")])
+    assert backend.events_prune(backend.now() + 1, 100) == 1
+    assert backend.event_get("n1") is None and backend.event_get("g1") is not None

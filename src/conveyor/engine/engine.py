@@ -33,7 +33,9 @@ class Engine:
         backoff: Backoff,
         lease: float = 30.0,
         budget: float = 60.0,
+        retention: float | None = 7 * 86400.0,
     ) -> None:
+        self.retention = retention
         self.storage = storage
         self.registry = registry
         self.backoff = backoff
@@ -210,6 +212,39 @@ class Engine:
         raise InvalidState(
             f"run {run_id} is {row.status}; only {', '.join(from_statuses)} runs can be re-run"
         )
+
+    def prune(self, batch: int = 500) -> int:
+        """Delete ended runs (completed, cancelled) older than the retention, and events that
+        started nothing; dead letters stay until redriven or purged. Returns runs deleted."""
+        if self.retention is None:
+            return 0
+        self.ready()
+        cutoff = self.storage.now() - self.retention
+        total = 0
+        while True:
+            n = self.storage.runs_prune(cutoff, ("completed", "cancelled"), batch)
+            total += n
+            if n < batch:
+                break
+        while self.storage.events_prune(cutoff, batch) >= batch:
+            pass
+        return total
+
+    def purge(self, run_ids: Sequence[str] | None) -> int:
+        """Delete dead letters (all, or these failed runs) for good."""
+        self.ready()
+        if run_ids is None:
+            total = 0
+            while n := self.storage.runs_prune(float("inf"), ("failed",), 500):
+                total += n
+            return total
+        for run_id in run_ids:
+            row = self.storage.run_get(run_id)
+            if row is None:
+                raise NotFound(f"no run with id {run_id!r}")
+            if row.status != "failed":
+                raise InvalidState(f"run {run_id} is {row.status}; only dead letters (failed runs) are purged")
+        return self.storage.runs_delete(run_ids)
 
     def dead_letters(self, limit: int) -> list[Run]:
         return self.list_runs(RunFilter(status="failed", limit=limit))

@@ -7,6 +7,7 @@ import functools
 import inspect
 import threading
 from collections.abc import Callable, Iterable, Sequence
+from datetime import timedelta
 from typing import Any, overload
 
 from conveyor.engine.engine import Engine
@@ -37,6 +38,7 @@ class Conveyor:
         backoff: Backoff | None = None,
         lease_seconds: float = 30.0,
         invocation_budget: float = 60.0,
+        retention: timedelta | float | None = timedelta(days=7),
     ) -> None:
         if not isinstance(name, str) or not name:
             raise ConfigError("an app needs a non-empty name")
@@ -47,6 +49,10 @@ class Conveyor:
         self.backoff = backoff or Backoff()
         self.lease_seconds = float(lease_seconds)
         self.invocation_budget = float(invocation_budget)
+        seconds = retention.total_seconds() if isinstance(retention, timedelta) else retention
+        if seconds is not None and (not isinstance(seconds, int | float) or seconds <= 0):
+            raise ConfigError("retention must be a positive timedelta or number of seconds, or None to keep everything")
+        self.retention = None if seconds is None else float(seconds)
         self.functions: dict[str, Function] = {}
         self._registry = Registry()
         self._engine_obj: Engine | None = None
@@ -65,7 +71,7 @@ class Conveyor:
                     storage = open_storage(self.database_url)
                     self._engine_obj = Engine(
                         storage, self._registry, backoff=self.backoff,
-                        lease=self.lease_seconds, budget=self.invocation_budget,
+                        lease=self.lease_seconds, budget=self.invocation_budget, retention=self.retention,
                     )
                 engine = self._engine_obj
         return engine
@@ -206,6 +212,14 @@ class Conveyor:
         """Re-run failed runs (all, or these) from their failed step; returns the ids redriven."""
         return self._engine().redrive(run_ids)
 
+    def purge_dead_letters(self, run_ids: Sequence[str] | None = None) -> int:
+        """Delete dead letters for good (all, or these failed runs); returns how many."""
+        return self._engine().purge(run_ids)
+
+    def prune(self) -> int:
+        """Delete ended runs older than ``retention`` now (workers also do it every few minutes)."""
+        return self._engine().prune()
+
     # ---- running ------------------------------------------------------------------------------
 
     def worker(self, pools: Sequence[str] | None = None, concurrency: int = 32) -> Worker:
@@ -250,6 +264,6 @@ def _async_twin(name: str) -> Any:
 
 
 ASYNC_TWINS = ("send", "send_many", "get_run", "runs_for_event", "list_runs", "run_logs",
-               "cancel_run", "replay_run", "dead_letters", "redrive", "drain")
+               "cancel_run", "replay_run", "dead_letters", "redrive", "purge_dead_letters", "prune", "drain")
 for _name in ASYNC_TWINS:
     setattr(Conveyor, "a" + _name, _async_twin(_name))

@@ -225,3 +225,16 @@ class Storage(ABC):
     @abstractmethod
     def run_requeue(self, run_id: str, from_statuses: Sequence[str]) -> bool:
         """Send an ended run back to ``queued``, keeping its finished steps."""
+
+    @abstractmethod
+    def runs_prune(self, before: float, statuses: Sequence[str], limit: int) -> int:
+        """Delete up to ``limit`` top-level runs in ``statuses`` that ended before ``before``, with
+        their children, steps, logs and events no other run uses; returns how many top-level runs."""
+
+    @abstractmethod
+    def runs_delete(self, run_ids: Sequence[str]) -> int:
+        """Delete these runs (with their children, steps, logs and unused events)."""
+
+    @abstractmethod
+    def events_prune(self, before: float, limit: int) -> int:
+        """Delete up to ``limit`` events older than ``before`` that started no run."""

@@ -536,6 +536,43 @@ class RelationalStorage(Storage):
             self._notify_parent(tx, row[0], row[1], "failed", None, error)
         return True
 
+    def runs_prune(self, before: float, statuses: Sequence[str], limit: int) -> int:
+        with self._write() as tx:
+            picked: list[tuple[str, str]] = []
+            for status in statuses:
+                picked += tx.conn.execute(self.q["prune_pick"], (status, before, limit - len(picked))).fetchall()
+                if len(picked) >= limit:
+                    break
+            self._delete_trees(tx, picked)
+            return len(picked)
+
+    def runs_delete(self, run_ids: Sequence[str]) -> int:
+        with self._write() as tx:
+            rows = [r for r in (tx.conn.execute(self.q["run_get"], (i,)).fetchone() for i in run_ids) if r]
+            self._delete_trees(tx, [(r[0], r[2]) for r in rows])
+            return len(rows)
+
+    def _delete_trees(self, tx: Tx, roots: list[tuple[str, str]]) -> None:
+        q, conn = self.q, tx.conn
+        runs, events = [r for r, _ in roots], [e for _, e in roots]
+        frontier = runs
+        while frontier:
+            children = conn.execute(q["children_of"], (self._array(frontier),)).fetchall()
+            frontier = [c for c, _ in children]
+            runs += frontier
+            events += [e for _, e in children]
+        if not runs:
+            return
+        ids = self._array(runs)
+        for name in ("steps_delete_for", "logs_delete_for", "waits_delete_for", "jobs_delete_for",
+                     "runs_delete_for"):
+            conn.execute(q[name], (ids,))
+        conn.execute(q["events_delete_unused"], (self._array(events),))
+
+    def events_prune(self, before: float, limit: int) -> int:
+        with self._write() as tx:
+            return int(tx.conn.execute(self.q["events_prune_unrouted"], (before, limit)).rowcount)
+
     def run_requeue(self, run_id: str, from_statuses: Sequence[str]) -> bool:
         q = self.q
         with self._write() as tx:

@@ -66,6 +66,21 @@ class Worker:
         self._listener: Any = None
         self._committer = Committer(engine.commit, self._committed)
         self._started = False
+        self._db_ok = True
+        self.maintenance_interval = 300.0
+
+    @property
+    def ready(self) -> bool:
+        """True while the worker is serving and its database answers."""
+        return self._started and not self._stopping.is_set() and self._db_ok
+
+    def _database(self, ok: bool, error: BaseException | None = None) -> None:
+        if ok != self._db_ok:
+            if ok:
+                log.warning("worker %s: the database answers again; resuming", self.name)
+            else:
+                log.error("worker %s: the database is unreachable (%s); retrying with backoff", self.name, error)
+        self._db_ok = ok
 
     @property
     def pools(self) -> list[str]:
@@ -82,7 +97,9 @@ class Worker:
         self._listener = self.engine.storage.listener()
         self._pool = DaemonPool(self.concurrency, "conveyor-run")
         self._committer.start()
-        for target, tname in ((self._fetch_loop, "conveyor-fetch"), (self._heartbeat_loop, "conveyor-heartbeat")):
+        loops = ((self._fetch_loop, "conveyor-fetch"), (self._heartbeat_loop, "conveyor-heartbeat"),
+                 (self._maintenance_loop, "conveyor-maintenance"))
+        for target, tname in loops:
             t = threading.Thread(target=target, name=tname, daemon=True)
             t.start()
             self._threads.append(t)
@@ -145,8 +162,10 @@ class Worker:
             try:
                 got, asked = self._fetch_once()
                 backoff = 0.05
-            except Exception:
-                log.exception("claiming jobs failed; retrying in %.2fs", backoff)
+                self._database(True)
+            except Exception as exc:
+                self._database(False, exc)
+                log.debug("claiming jobs failed; retrying in %.2fs", backoff, exc_info=True)
                 self._listener.wait(backoff)
                 backoff = min(backoff * 2, 5.0)
                 continue
@@ -269,6 +288,18 @@ class Worker:
             self._listener.poke()
 
     # ---- leases -------------------------------------------------------------------------------
+
+    def _maintenance_loop(self) -> None:
+        """Retention: prune ended runs older than the app's ``retention``, every few minutes."""
+        delay = min(10.0, self.maintenance_interval)
+        while not self._stopping.wait(delay):
+            delay = self.maintenance_interval
+            try:
+                pruned = self.engine.prune()
+                if pruned:
+                    log.info("pruned %d ended runs older than the retention", pruned)
+            except Exception:
+                log.warning("pruning old runs failed; will try again later", exc_info=True)
 
     def _heartbeat_loop(self) -> None:
         interval = max(0.05, self.engine.lease / 3)

@@ -311,3 +311,41 @@ WHERE j.run_id = v.run_id;
 UPDATE conveyor_runs r SET status = v.status
 FROM unnest(%s::text[], %s::text[]) AS v(id, status)
 WHERE r.id = v.id AND r.status = 'running';
+
+-- Retention: ended top-level runs older than a cutoff, with everything that hangs off them.
+
+-- name: prune_pick
+SELECT id, event_id FROM conveyor_runs
+WHERE status = %s AND parent_id IS NULL AND ended_at < %s
+ORDER BY status, id LIMIT %s
+FOR UPDATE SKIP LOCKED;
+
+-- name: children_of
+SELECT id, event_id FROM conveyor_runs WHERE parent_id = ANY(%s);
+
+-- name: steps_delete_for
+DELETE FROM conveyor_steps WHERE run_id = ANY(%s);
+
+-- name: logs_delete_for
+DELETE FROM conveyor_logs WHERE run_id = ANY(%s);
+
+-- name: waits_delete_for
+DELETE FROM conveyor_waits WHERE run_id = ANY(%s);
+
+-- name: jobs_delete_for
+DELETE FROM conveyor_jobs WHERE run_id = ANY(%s);
+
+-- name: runs_delete_for
+DELETE FROM conveyor_runs WHERE id = ANY(%s);
+
+-- name: events_delete_unused
+DELETE FROM conveyor_events e
+WHERE e.id = ANY(%s) AND NOT EXISTS (SELECT 1 FROM conveyor_runs r WHERE r.event_id = e.id);
+
+-- name: events_prune_unrouted
+DELETE FROM conveyor_events WHERE id IN (
+    SELECT e.id FROM conveyor_events e
+    WHERE e.ts < %s AND NOT EXISTS (SELECT 1 FROM conveyor_runs r WHERE r.event_id = e.id)
+    LIMIT %s
+    FOR UPDATE SKIP LOCKED
+);

@@ -256,3 +256,40 @@ SELECT parent_id, parent_step FROM conveyor_runs WHERE id = ?;
 
 -- name: run_event_data
 SELECT e.data FROM conveyor_runs r JOIN conveyor_events e ON e.id = r.event_id WHERE r.id = ?;
+
+-- Retention: ended top-level runs older than a cutoff, with everything that hangs off them.
+
+-- name: prune_pick
+SELECT id, event_id FROM conveyor_runs INDEXED BY conveyor_runs_status
+WHERE status = ? AND parent_id IS NULL AND ended_at < ?
+ORDER BY status, id LIMIT ?;
+
+-- name: children_of
+SELECT id, event_id FROM conveyor_runs WHERE parent_id IN (SELECT value FROM json_each(?));
+
+-- name: steps_delete_for
+DELETE FROM conveyor_steps WHERE run_id IN (SELECT value FROM json_each(?));
+
+-- name: logs_delete_for
+DELETE FROM conveyor_logs WHERE run_id IN (SELECT value FROM json_each(?));
+
+-- name: waits_delete_for
+DELETE FROM conveyor_waits WHERE run_id IN (SELECT value FROM json_each(?));
+
+-- name: jobs_delete_for
+DELETE FROM conveyor_jobs WHERE run_id IN (SELECT value FROM json_each(?));
+
+-- name: runs_delete_for
+DELETE FROM conveyor_runs WHERE id IN (SELECT value FROM json_each(?));
+
+-- name: events_delete_unused
+DELETE FROM conveyor_events
+WHERE id IN (SELECT value FROM json_each(?))
+  AND NOT EXISTS (SELECT 1 FROM conveyor_runs r WHERE r.event_id = conveyor_events.id);
+
+-- name: events_prune_unrouted
+DELETE FROM conveyor_events WHERE id IN (
+    SELECT e.id FROM conveyor_events e
+    WHERE e.ts < ? AND NOT EXISTS (SELECT 1 FROM conveyor_runs r WHERE r.event_id = e.id)
+    LIMIT ?
+);
