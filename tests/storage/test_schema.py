@@ -80,3 +80,59 @@ def test_sqlite_is_wal_and_synchronous_full(tmp_path) -> None:
     assert conn.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
     assert conn.execute("PRAGMA synchronous").fetchone()[0] == 2  # FULL
     storage.close()
+
+
+# ---- PostgreSQL ----------------------------------------------------------------------------
+
+PG_SNAPSHOT = Path(__file__).with_name("schema_postgres.txt")
+
+
+def dump_pg_schema(url: str) -> str:
+    import psycopg
+
+    with psycopg.connect(url) as conn:
+        schema = conn.execute("SELECT current_schema()").fetchone()[0]  # type: ignore[index]
+        cols = conn.execute(
+            "SELECT table_name, column_name, data_type, is_nullable, coalesce(column_default, '') "
+            "FROM information_schema.columns WHERE table_schema = %s ORDER BY table_name, ordinal_position",
+            (schema,),
+        ).fetchall()
+        idx = conn.execute(
+            "SELECT indexname, indexdef FROM pg_indexes WHERE schemaname = %s ORDER BY indexname", (schema,)
+        ).fetchall()
+    lines = [f"column {t}.{c} {d} null={n} default={df}" for t, c, d, n, df in cols]
+    lines += [f"index {name} {ddl.replace(schema + '.', '')}" for name, ddl in idx]
+    return "\n".join(lines) + "\n"
+
+
+def test_postgres_migrations_from_empty_give_the_snapshot() -> None:
+    from tests.support.postgres import fresh_schema
+
+    with fresh_schema() as url:
+        storage = open_storage(url)
+        applied = storage.migrate()
+        storage.close()
+        assert applied == [v for v, _, _ in load_migrations("conveyor.storage.postgres")]
+        schema = dump_pg_schema(url)
+    if not PG_SNAPSHOT.exists():  # first run writes it; review and commit the file
+        PG_SNAPSHOT.write_text(schema)
+    assert schema == PG_SNAPSHOT.read_text(), "schema drifted from tests/storage/schema_postgres.txt"
+
+
+def test_postgres_concurrent_migrate_from_several_processes() -> None:
+    import psycopg
+
+    from tests.support.postgres import fresh_schema
+
+    with fresh_schema() as url:
+        ctx = multiprocessing.get_context("spawn")
+        barrier = ctx.Barrier(4)
+        procs = [ctx.Process(target=_migrate, args=(url, barrier)) for _ in range(4)]
+        for p in procs:
+            p.start()
+        for p in procs:
+            p.join(60)
+            assert p.exitcode == 0
+        with psycopg.connect(url) as conn:
+            versions = [r[0] for r in conn.execute("SELECT version FROM conveyor_migrations ORDER BY version")]
+    assert versions == [v for v, _, _ in load_migrations("conveyor.storage.postgres")]
