@@ -7,6 +7,9 @@ SIGTERM/SIGINT by itself, after which the command exits 0.
 from __future__ import annotations
 
 import argparse
+import json
+import logging
+import os
 from collections.abc import Sequence
 
 from rich.markup import escape
@@ -15,6 +18,33 @@ import conveyor
 from conveyor.cli.common import database_parent, load_user_app, positive_int, stderr_console
 
 DEFAULT_PORT = 8288
+
+
+def _configure_logging() -> None:
+    """Worker logs to stderr: level from CONVEYOR_LOG_LEVEL (default INFO); JSON lines with
+    CONVEYOR_LOG_FORMAT=json. The connection pool's per-attempt warnings are quieted: the
+    worker itself says once that the database is unreachable, and once that it is back."""
+    level = os.environ.get("CONVEYOR_LOG_LEVEL", "INFO").upper()
+    handler = logging.StreamHandler()
+    if os.environ.get("CONVEYOR_LOG_FORMAT", "").lower() == "json":
+        handler.setFormatter(_JsonFormatter())
+    else:
+        handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)-7s %(name)s: %(message)s"))
+    root = logging.getLogger()
+    root.handlers[:] = [handler]
+    root.setLevel(level if level in logging.getLevelNamesMapping() else "INFO")
+    logging.getLogger("psycopg.pool").setLevel(logging.ERROR)
+
+
+class _JsonFormatter(logging.Formatter):
+    FIELDS = ("run_id", "step_id", "attempt")
+
+    def format(self, record: logging.LogRecord) -> str:
+        out = {"ts": record.created, "level": record.levelname, "logger": record.name, "message": record.getMessage()}
+        out.update({k: getattr(record, k) for k in self.FIELDS if hasattr(record, k)})
+        if record.exc_info:
+            out["exc"] = self.formatException(record.exc_info)
+        return json.dumps(out, default=str)
 
 
 def add_parsers(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -91,6 +121,7 @@ def _run(
     *,
     mode: str,
 ) -> int:
+    _configure_logging()
     functions = app.functions
     served = sorted({f.pool for f in functions.values()}) if pools is None else sorted(pools)
     worker = (
