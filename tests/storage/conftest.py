@@ -3,10 +3,10 @@ from __future__ import annotations
 from collections.abc import Iterator
 
 import pytest
+from tests.support.postgres import fresh_schema
 
 from conveyor.storage.base import FunctionSpec, Storage
 from conveyor.storage.factory import open_storage
-from tests.support.postgres import fresh_schema
 
 FUNCTIONS = [
     FunctionSpec("one", "default", ("go",), retries=3),

@@ -121,7 +121,6 @@ def test_postgres_migrations_from_empty_give_the_snapshot() -> None:
 
 def test_postgres_concurrent_migrate_from_several_processes() -> None:
     import psycopg
-
     from tests.support.postgres import fresh_schema
 
     with fresh_schema() as url:
