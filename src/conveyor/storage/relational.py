@@ -348,9 +348,10 @@ class RelationalStorage(Storage):
         done = [(r.run_id, r.outcome.output) for r in results if isinstance(r.outcome, Completed)]
         if done:
             outputs = dict(done)
-            for run_id, parent_id, parent_step in self._complete_many(tx, done):
-                if parent_id and parent_step:
-                    self._notify_parent(tx, parent_id, parent_step, "completed", outputs[run_id], None)
+            ended = [(parent_id, parent_step, "completed", outputs[run_id], None)
+                     for run_id, parent_id, parent_step in self._complete_many(tx, done) if parent_id and parent_step]
+            if ended:
+                self._children_ended(tx, ended)
         paused = [
             (r.run_id, FAR_FUTURE if r.outcome.run_at is None else r.outcome.run_at,
              "queued" if r.outcome.reason in ("yield", "retry") else "waiting")
@@ -443,18 +444,41 @@ class RelationalStorage(Storage):
 
     def _notify_parent(self, tx: Tx, parent_id: str, step_id: str, status: str,
                        output: str | None, error: str | None) -> None:
-        """A child ended: count it on the parent's step; the last one resolves the step and wakes the parent.
+        """One child ended (see :meth:`_children_ended`)."""
+        self._children_ended(tx, [(parent_id, step_id, status, output, error)])
 
-        Counting and resolving happen in the child's own transaction, so exactly one child
-        (the last) resolves the step, whatever the races between them.
+    def _children_ended(self, tx: Tx, ended: Sequence[tuple[str, str, str, str | None, str | None]]) -> None:
+        """Children ended: ``(parent_id, step_id, status, output, error)`` each.
+
+        They are counted on their parents' steps with one increment per step per transaction
+        (in a fixed order, so concurrent transactions take the rows' locks in the same order).
+        The increment that reaches the total resolves the step and wakes the parent; since it
+        runs in the children's own transaction under the row's lock, exactly one transaction
+        does, whatever the races between the last children.
         """
+        groups: dict[tuple[str, str], list[tuple[str, str | None, str | None]]] = {}
+        for parent_id, step_id, status, output, error in ended:
+            groups.setdefault((parent_id, step_id), []).append((status, output, error))
+        for (parent_id, step_id), items in sorted(groups.items()):
+            failed_now = sum(1 for s, _, _ in items if s != "completed")
+            self._count_children(tx, parent_id, step_id, len(items), failed_now, items[-1])
+
+    def _count_children(self, tx: Tx, parent_id: str, step_id: str, n: int, failed_now: int,
+                        last: tuple[str, str | None, str | None]) -> None:
         conn, q = tx.conn, self.q
-        row = conn.execute(q["child_ended"], (int(status != "completed"), parent_id, step_id)).fetchone()
+        row = conn.execute(q["child_ended"], (n, failed_now, parent_id, step_id)).fetchone()
         if row is None:
             return  # the step was resolved already (or the parent was cancelled)
         kind, total, ended, failed = row
-        if ended < (total or 1):
+        self._maybe_resolve(tx, parent_id, step_id, kind, total, ended, failed, last)
+
+    def _maybe_resolve(self, tx: Tx, parent_id: str, step_id: str, kind: str, total: int | None, ended: int,
+                       failed: int, last: tuple[str, str | None, str | None] | None) -> None:
+        """Resolve the step once every child ended (``total`` is unknown while a map still creates them)."""
+        conn, q = tx.conn, self.q
+        if total is None or ended < total:
             return
+        status, output, error = last or ("completed", None, None)
         if kind == "map":
             output, error, status = None, None, "completed"
             if failed:

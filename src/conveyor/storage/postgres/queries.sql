@@ -147,7 +147,7 @@ WHERE run_id = %s;
 
 -- name: child_ended
 UPDATE conveyor_steps
-SET children_ended = children_ended + 1, children_failed = children_failed + %s
+SET children_ended = children_ended + %s, children_failed = children_failed + %s
 WHERE run_id = %s AND step_id = %s AND status = 'waiting'
 RETURNING kind, children_total, children_ended, children_failed;
 

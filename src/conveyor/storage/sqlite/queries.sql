@@ -145,7 +145,7 @@ WHERE run_id = ?;
 
 -- name: child_ended
 UPDATE conveyor_steps
-SET children_ended = children_ended + 1, children_failed = children_failed + ?
+SET children_ended = children_ended + ?, children_failed = children_failed + ?
 WHERE run_id = ? AND step_id = ? AND status = 'waiting'
 RETURNING kind, children_total, children_ended, children_failed;
 
