@@ -98,7 +98,11 @@ class Engine:
 
     def claim(self, worker: str, pools: Sequence[str], limit: int, lease: float | None = None) -> list[ClaimedJob]:
         self.ready()
-        return self.storage.jobs_claim(worker, pools, self.registry.ids(), limit, lease or self.lease)
+        before = time.time()
+        jobs = self.storage.jobs_claim(worker, pools, self.registry.ids(), limit, lease or self.lease)
+        for job in jobs:  # the database clock minus ours, measured from before the claim: never early
+            job.skew = job.db_now - before if job.db_now else 0.0
+        return jobs
 
     def next_due(self, pools: Sequence[str]) -> float | None:
         return self.storage.jobs_next_due(pools, self.registry.ids())
@@ -119,7 +123,7 @@ class Engine:
             if original is not None:
                 event = Event(original.name, codec.loads(original.data), original.id, utc_from_ts(original.ts))
             extra = (StepError.from_dict(data.get("error") or {}),)
-        skew = job.db_now - time.time() if job.db_now else 0.0  # timers run on the database's clock
+        skew = job.skew  # timers run on the database's clock
         return Invocation(
             fn=definition.fn, function_id=job.function_id, run_id=job.run_id, event=event,
             clock=(lambda: time.time() + skew) if skew else time.time,

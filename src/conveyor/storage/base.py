@@ -53,6 +53,7 @@ class ClaimedJob:
     memo: dict[str, MemoStep]
     failure_of: str | None  # for an on_failure run: the failed run's id
     db_now: float = 0.0  # the database clock when the job was claimed
+    skew: float = 0.0  # the database clock minus the worker's (set by the engine)
 
 
 @dataclass(slots=True)

@@ -183,15 +183,26 @@ class Worker:
 
     def _fetch_once(self) -> tuple[int, int]:
         with self._lock:
-            free = self.concurrency - self._executing
+            # slots free as invocations return; results not yet committed are bounded too, so
+            # a worker that dies loses at most that many uncommitted steps
+            free = min(self.concurrency - self._executing, 2 * self.concurrency - len(self._inflight))
         if free <= 0:
             return 0, 0
         jobs = self.engine.claim(self.name, self.pools, free)
+        fresh = []
         with self._lock:
             for job in jobs:
+                if job.run_id in self._inflight:
+                    # our own lease on it expired (the database was away) while it still runs
+                    # here: the running invocation is fenced out now; give this claim back
+                    # rather than run the same step twice at once
+                    self._lost.add(job.run_id)
+                    self._committer.submit(JobResult(job.run_id, job.token, job.function_id, release=True))
+                    continue
                 self._inflight[job.run_id] = job.token
-            self._executing += len(jobs)
-        for job in jobs:
+                fresh.append(job)
+            self._executing += len(fresh)
+        for job in fresh:
             self._dispatch(job)
         return len(jobs), free
 
@@ -268,18 +279,15 @@ class Worker:
                 if res.ack is not None:
                     res.ack.set_result(ok)
                 final = res.outcome is not None or res.release
-                if not ok:
-                    if res.run_id in self._inflight and self._inflight[res.run_id] == res.token:
-                        self._lost.add(res.run_id)
-                    if final:
-                        self._inflight.pop(res.run_id, None)
-                        self._lost.discard(res.run_id)
-                        finished = True
-                    continue
-                if final:
+                ours = self._inflight.get(res.run_id) == res.token  # (not a claim given back at once)
+                if not ok and ours:
+                    self._lost.add(res.run_id)
+                if final and ours:
                     self._inflight.pop(res.run_id, None)
                     self._lost.discard(res.run_id)
                     finished = True
+                if not ok:
+                    continue
                 if any(w.children or w.events for w in res.steps):
                     spawned = True
         if spawned:

@@ -82,7 +82,7 @@ SELECT pg_advisory_xact_lock(hashtext(%s));  -- count and claim one group at a t
 SELECT count(*) FROM conveyor_jobs WHERE cgroup = %s AND lease_expires > %s;
 
 -- name: job_lease
-UPDATE conveyor_jobs SET token = token + 1, lease_expires = %s, run_at = %s, worker = %s
+UPDATE conveyor_jobs SET token = token + 1 + floor(random() * 1000000000)::bigint, lease_expires = %s, run_at = %s, worker = %s
 WHERE run_id = %s RETURNING token;
 
 -- name: run_mark_running
@@ -142,7 +142,7 @@ DELETE FROM conveyor_jobs WHERE run_id = %s;
 UPDATE conveyor_jobs SET run_at = %s, lease_expires = NULL, worker = NULL WHERE run_id = %s;
 
 -- name: job_release
-UPDATE conveyor_jobs SET run_at = %s, lease_expires = NULL, worker = NULL, token = token + 1
+UPDATE conveyor_jobs SET run_at = %s, lease_expires = NULL, worker = NULL, token = token + 1 + floor(random() * 1000000000)::bigint
 WHERE run_id = %s;
 
 -- name: child_ended
@@ -269,7 +269,7 @@ SELECT e.data FROM conveyor_runs r JOIN conveyor_events e ON e.id = r.event_id W
 
 -- name: jobs_lease_many
 WITH leased AS (
-    UPDATE conveyor_jobs SET token = token + 1, lease_expires = %s, run_at = %s, worker = %s
+    UPDATE conveyor_jobs SET token = token + 1 + floor(random() * 1000000000)::bigint, lease_expires = %s, run_at = %s, worker = %s
     WHERE run_id = ANY(%s)
     RETURNING run_id, token
 ), marked AS (

@@ -80,7 +80,7 @@ SELECT ?;  -- one writer at a time: counting under the write lock is exact
 SELECT count(*) FROM conveyor_jobs WHERE cgroup = ? AND lease_expires > ?;
 
 -- name: job_lease
-UPDATE conveyor_jobs SET token = token + 1, lease_expires = ?, run_at = ?, worker = ?
+UPDATE conveyor_jobs SET token = token + 1 + abs(random() % 1000000000), lease_expires = ?, run_at = ?, worker = ?
 WHERE run_id = ? RETURNING token;
 
 -- name: run_mark_running
@@ -140,7 +140,7 @@ DELETE FROM conveyor_jobs WHERE run_id = ?;
 UPDATE conveyor_jobs SET run_at = ?, lease_expires = NULL, worker = NULL WHERE run_id = ?;
 
 -- name: job_release
-UPDATE conveyor_jobs SET run_at = ?, lease_expires = NULL, worker = NULL, token = token + 1
+UPDATE conveyor_jobs SET run_at = ?, lease_expires = NULL, worker = NULL, token = token + 1 + abs(random() % 1000000000)
 WHERE run_id = ?;
 
 -- name: child_ended
