@@ -2,6 +2,13 @@
 
 Tests wait on conditions, never on fixed sleeps: :func:`wait_until` polls a
 predicate every 10 ms and fails with a clear message at its bound.
+
+One suite, every backend: a test that uses ``db_url`` (directly, or through
+``make_app``/``app``/the e2e fixtures) runs once per backend, with ids ending in
+``[sqlite]`` and ``[postgres]``. SQLite gets a file in ``tmp_path``; PostgreSQL a
+throwaway schema (see :mod:`tests.support.postgres`: skipped locally when the
+server is unreachable, a failure in CI). A test about one backend's specifics says
+so with ``@pytest.mark.backends("sqlite")``.
 """
 
 from __future__ import annotations
@@ -14,6 +21,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from tests.support.postgres import fresh_schema
 
 #: Keeps retries fast in tests: the n-th retry waits at most 50 ms.
 FAST_BACKOFF_KWARGS = {"base": 0.01, "cap": 0.05}
@@ -86,19 +94,57 @@ def tally() -> Tally:
     return Tally()
 
 
+#: Every backend the suite runs on, in id order.
+BACKENDS = ("sqlite", "postgres")
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    config.addinivalue_line(
+        "markers",
+        "backends(*names): run only on these backends (for tests of one backend's specifics); "
+        f"default: all of {', '.join(BACKENDS)}",
+    )
+
+
+def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
+    """Parametrize every test that needs a database over the backends."""
+    if "backend_name" not in metafunc.fixturenames:
+        return
+    marker = metafunc.definition.get_closest_marker("backends")
+    names = tuple(marker.args) if marker else BACKENDS
+    unknown = set(names) - set(BACKENDS)
+    if unknown or not names:
+        raise pytest.UsageError(f"{metafunc.definition.nodeid}: unknown backends {sorted(unknown)}")
+    metafunc.parametrize("backend_name", names, ids=list(names), scope="function")
+
+
 @pytest.fixture
-def db_path(tmp_path: Path) -> Path:
+def backend_name() -> str:
+    """The backend under test; parametrized by :func:`pytest_generate_tests`."""
+    raise AssertionError("backend_name is parametrized by pytest_generate_tests")  # pragma: no cover
+
+
+@pytest.fixture
+def db_path(backend_name: str, tmp_path: Path) -> Path:
+    """The SQLite file of a ``[sqlite]`` test (only SQLite tests may ask for it)."""
+    if backend_name != "sqlite":
+        raise pytest.UsageError("db_path is a SQLite file: mark the test @pytest.mark.backends('sqlite')")
     return tmp_path / "conveyor.db"
 
 
 @pytest.fixture
-def db_url(db_path: Path) -> str:
-    return sqlite_url(db_path)
+def db_url(backend_name: str, tmp_path: Path) -> Iterator[str]:
+    """A fresh, empty database of the backend under test."""
+    if backend_name == "sqlite":
+        yield sqlite_url(tmp_path / "conveyor.db")
+    else:
+        with fresh_schema() as url:
+            yield url
 
 
 @pytest.fixture
 def make_app(db_url: str) -> Iterator[Callable[..., Any]]:
-    """Factory of ``Conveyor`` apps on the test's SQLite file, closed at teardown.
+    """Factory of ``Conveyor`` apps on the test's database, closed at teardown.
 
     Defaults: fast backoff; every keyword can be overridden.
     """
@@ -120,7 +166,7 @@ def make_app(db_url: str) -> Iterator[Callable[..., Any]]:
 
 @pytest.fixture
 def app(make_app: Callable[..., Any]) -> Any:
-    """A fresh app on a fresh SQLite file."""
+    """A fresh app on a fresh database of the backend under test."""
     return make_app()
 
 

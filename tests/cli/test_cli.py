@@ -1,4 +1,5 @@
-"""The ``conveyor`` command, run in-process through ``main(argv)`` on real SQLite files."""
+"""The ``conveyor`` command, run in-process through ``main(argv)``, on every backend
+(a real SQLite file, a throwaway PostgreSQL schema)."""
 
 from __future__ import annotations
 
@@ -20,11 +21,11 @@ BASIC = f"{APPS / 'basic.py'}:app"
 
 
 @pytest.fixture
-def url(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> str:
-    """A fresh database; the env var is restored after the test (the CLI may set it)."""
-    database = f"sqlite:///{tmp_path / 'cli.db'}"
-    monkeypatch.setenv("CONVEYOR_DATABASE_URL", database)
-    return database
+def url(db_url: str, monkeypatch: pytest.MonkeyPatch) -> str:
+    """A fresh database of the backend under test; the env var is restored after the test
+    (the CLI may set it)."""
+    monkeypatch.setenv("CONVEYOR_DATABASE_URL", db_url)
+    return db_url
 
 
 @pytest.fixture
@@ -39,6 +40,19 @@ def app(url: str) -> Iterator[conveyor.Conveyor]:
 
 
 Run = Callable[..., tuple[int, str, str]]
+
+
+def database_exists(url: str) -> bool:
+    """Whether anything created the database: the SQLite file, or tables in the test's schema."""
+    if url.startswith("sqlite:"):
+        return Path(url.removeprefix("sqlite:///")).exists()
+    import psycopg
+
+    with psycopg.connect(url, autocommit=True) as conn:
+        row = conn.execute(
+            "SELECT count(*) FROM information_schema.tables WHERE table_schema = current_schema()"
+        ).fetchone()
+    return bool(row and row[0])
 
 
 @pytest.fixture
@@ -89,11 +103,12 @@ def test_usage_error_exits_2(cli: Run) -> None:
 # --- send and migrate ---------------------------------------------------------------------
 
 
-def test_migrate_creates_the_database(cli: Run, tmp_path: Path) -> None:
+def test_migrate_creates_the_database(cli: Run, url: str) -> None:
+    assert not database_exists(url)
     code, out, _ = cli("migrate")
     assert code == 0
     assert "up to date" in out
-    assert (tmp_path / "cli.db").exists()
+    assert database_exists(url)
     assert cli("migrate")[0] == 0  # idempotent
 
 
@@ -122,11 +137,11 @@ def test_send_generates_an_id(cli: Run) -> None:
     ("data", "needle"),
     [("{bad", "not valid JSON"), ("[1, 2]", "JSON object"), ('"text"', "JSON object")],
 )
-def test_send_rejects_bad_data_and_stores_nothing(cli: Run, tmp_path: Path, data: str, needle: str) -> None:
+def test_send_rejects_bad_data_and_stores_nothing(cli: Run, url: str, data: str, needle: str) -> None:
     code, out, err = cli("send", "greet.requested", "--data", data)
     assert out == ""
     assert_user_error(code, err, "--data", needle)
-    assert not (tmp_path / "cli.db").exists()
+    assert not database_exists(url)
 
 
 # --- runs -------------------------------------------------------------------------------
@@ -259,10 +274,10 @@ def test_worker_with_a_bad_app_spec_fails_clearly(cli: Run, spec: str, needle: s
     assert_user_error(code, err, needle)
 
 
-def test_worker_refuses_an_app_bound_to_another_database(cli: Run, tmp_path: Path) -> None:
+def test_worker_refuses_an_app_bound_to_another_database(cli: Run, url: str) -> None:
     code, _, err = cli("worker", f"{APPS / 'fixed_db.py'}:app")
     assert_user_error(code, err, "fixed-elsewhere.db", "--database")
-    assert not (tmp_path / "cli.db").exists()
+    assert not database_exists(url)
 
 
 def test_dev_help_says_the_dashboard_is_not_in_this_build(cli: Run) -> None:

@@ -1,5 +1,7 @@
 """Crash tests with real worker processes: SIGKILL, SIGTERM, and a worker that lost its lease.
 
+Each runs on every backend (``[sqlite]``, ``[postgres]``).
+
 Nothing is lost when a worker dies; a step's result is committed at most once;
 a step body runs again only for the attempts a dead worker had in flight; a
 worker that lost its lease cannot overwrite the new owner's work.
@@ -14,33 +16,13 @@ import pytest
 
 from conveyor import Event
 
+from .helpers import STEPS, check_runs_committed_once, completed
+
 pytestmark = pytest.mark.slow
 
 N_EVENTS = 200
 KILLS = 4
 CONCURRENCY = 4
-STEPS = ["one", "two", "three"]
-
-
-def _completed(app, function: str) -> int:
-    return len(app.list_runs(function=function, status="completed", limit=100_000))
-
-
-def _check_runs_committed_once(app, event_ids: list[str]) -> dict[str, int]:
-    """Every event has one completed run whose steps each committed once; returns
-    run id -> event number."""
-    run_ids = {}
-    for i, event_id in enumerate(event_ids):
-        runs = app.runs_for_event(event_id)
-        assert len(runs) == 1, f"event {event_id} has {len(runs)} runs"
-        run = app.get_run(runs[0].id)
-        assert run.status == "completed", run
-        assert run.output == {"n": i, "out": i + 3}, run
-        assert [s.id for s in run.steps] == STEPS, f"step records of {run.id}: {run.steps}"
-        assert [s.status for s in run.steps] == ["completed"] * 3
-        assert [s.output for s in run.steps] == [i + 1, i + 2, i + 3]
-        run_ids[run.id] = i
-    return run_ids
 
 
 @pytest.mark.parametrize("step_seconds", ["0.02", "0"], ids=["20ms-steps", "instant-steps"])
@@ -69,13 +51,13 @@ def test_sigkill_mid_step_loses_nothing_and_commits_each_step_once(
         proc = workers.spawn(concurrency=CONCURRENCY)
 
     wait_until(
-        lambda: _completed(app, "three-steps") == N_EVENTS or proc.poll() is not None,
+        lambda: completed(app, "three-steps") == N_EVENTS or proc.poll() is not None,
         timeout=120,
-        message=lambda: f"all runs to complete ({_completed(app, 'three-steps')}/{N_EVENTS})",
+        message=lambda: f"all runs to complete ({completed(app, 'three-steps')}/{N_EVENTS})",
     )
     assert proc.poll() is None, f"the last worker died:\n{workers.stderr(proc)}"
 
-    run_ids = _check_runs_committed_once(app, event_ids)
+    run_ids = check_runs_committed_once(app, event_ids)
     assert len(run_ids) == N_EVENTS
 
     executions = step_log.executions()
@@ -100,8 +82,11 @@ def test_sigkill_mid_step_loses_nothing_and_commits_each_step_once(
         f"{next(iter(over.items())) if over else None}: a completed step was not durable "
         "before the function went on to the next one"
     )
+    # In flight when a worker dies: the bodies of its `concurrency` executing invocations,
+    # plus, for each slot, the last checkpoint of the invocation that just returned (a
+    # slot frees when its invocation returns, before the committer's transaction ends).
     repeated = sum(executions.values()) - total_steps
-    assert repeated <= kills * CONCURRENCY, (
+    assert repeated <= kills * 2 * CONCURRENCY, (
         f"{repeated} step bodies re-ran after {kills} kills of a worker with concurrency {CONCURRENCY}"
     )
 
@@ -123,16 +108,16 @@ def test_sigterm_exits_zero_and_work_completes_on_another_worker(crash_app, work
     except subprocess.TimeoutExpired:
         pytest.fail("worker did not exit within 15 s of SIGTERM")
     assert code == 0, f"exit status {code} after SIGTERM:\n{workers.stderr(proc)}"
-    assert _completed(app, "three-steps") < n, "all work done before SIGTERM: test too slow"
+    assert completed(app, "three-steps") < n, "all work done before SIGTERM: test too slow"
 
     successor = workers.spawn(concurrency=CONCURRENCY)
     wait_until(
-        lambda: _completed(app, "three-steps") == n or successor.poll() is not None,
+        lambda: completed(app, "three-steps") == n or successor.poll() is not None,
         timeout=60,
-        message=lambda: f"all runs to complete ({_completed(app, 'three-steps')}/{n})",
+        message=lambda: f"all runs to complete ({completed(app, 'three-steps')}/{n})",
     )
     assert successor.poll() is None, workers.stderr(successor)
-    run_ids = _check_runs_committed_once(app, event_ids)
+    run_ids = check_runs_committed_once(app, event_ids)
     executions = step_log.executions()
     assert {k[0] for k in executions} == set(run_ids)
     # a clean stop finishes or releases its work: at most its in-flight steps run again

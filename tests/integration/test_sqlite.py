@@ -1,19 +1,24 @@
-"""SQLite specifics: WAL + synchronous FULL, several processes sharing one file."""
+"""SQLite specifics: WAL + synchronous FULL on the app's connections, relative paths.
+
+Only these tests are SQLite-only (``pytestmark``); what holds for every backend
+(several processes on one database, concurrent schema creation, the database from
+the environment) lives in ``test_processes.py`` and runs on each.
+"""
 
 from __future__ import annotations
 
 import gc
-import os
 import sqlite3
-import subprocess
-import sys
-import textwrap
 from contextlib import closing
 from pathlib import Path
+
+import pytest
 
 import conveyor
 
 from .helpers import only_run
+
+pytestmark = pytest.mark.backends("sqlite")
 
 
 def _use(app) -> None:
@@ -59,17 +64,6 @@ def test_synchronous_is_full_on_the_apps_connections(app, db_path) -> None:
     assert set(modes) == {"wal"}
 
 
-def test_database_from_environment(tmp_path, monkeypatch) -> None:
-    path = tmp_path / "from-env.db"
-    monkeypatch.setenv("CONVEYOR_DATABASE_URL", "sqlite:///" + str(path))
-    app = conveyor.Conveyor("env")
-    try:
-        _use(app)
-    finally:
-        app.close()
-    assert path.exists()
-
-
 def test_relative_sqlite_url(tmp_path, monkeypatch) -> None:
     monkeypatch.chdir(tmp_path)
     app = conveyor.Conveyor("rel", database="sqlite:///jobs.db")
@@ -78,118 +72,3 @@ def test_relative_sqlite_url(tmp_path, monkeypatch) -> None:
     finally:
         app.close()
     assert (tmp_path / "jobs.db").exists()
-
-
-WORKER_SCRIPT = textwrap.dedent(
-    """
-    import os, sys, threading
-    import conveyor
-
-    url, log_dir, ready = sys.argv[1], sys.argv[2], sys.argv[3]
-    app = conveyor.Conveyor("test", database=url)
-
-    @app.function(on="sqlite.shared")
-    def whoami(ctx):
-        def body():
-            threading.Event().wait(0.05)
-            return os.getpid()
-        return ctx.step.run("whoami", body)
-
-    worker = app.worker(concurrency=1)
-    worker.start()
-    open(ready, "w").close()
-    sys.stdin.read()  # run until the test closes our stdin
-    worker.stop(grace=5)
-    app.close()
-    """
-)
-
-
-def test_two_worker_processes_share_one_file(app, db_url, tmp_path, wait_until) -> None:
-    @app.function(on="sqlite.shared")
-    def whoami(ctx):  # registered here too, so that this process can route the events
-        raise AssertionError("the test process must not run this")
-
-    procs = []
-    ready_files = [tmp_path / f"ready-{i}" for i in range(2)]
-    try:
-        for ready in ready_files:
-            procs.append(
-                subprocess.Popen(
-                    [sys.executable, "-c", WORKER_SCRIPT, db_url, str(tmp_path), str(ready)],
-                    stdin=subprocess.PIPE,
-                    env={**os.environ},
-                )
-            )
-        wait_until(
-            lambda: all(r.exists() for r in ready_files),
-            timeout=30,
-            message="both worker processes to start",
-        )
-        ids = [app.send("sqlite.shared", {"i": i}) for i in range(30)]
-        wait_until(
-            lambda: all(app.runs_for_event(e) and only_run(app, e).status == "completed" for e in ids),
-            timeout=60,
-            message="all runs to complete",
-        )
-        pids = {only_run(app, e).output for e in ids}
-        assert pids == {p.pid for p in procs}, f"outputs came from {pids}"
-    finally:
-        for p in procs:
-            if p.stdin:
-                p.stdin.close()
-        for p in procs:
-            try:
-                p.wait(timeout=20)
-            except subprocess.TimeoutExpired:
-                p.kill()
-                p.wait()
-    assert [p.returncode for p in procs] == [0, 0]
-
-
-SCHEMA_RACE_SCRIPT = textwrap.dedent(
-    """
-    import sys, time
-    import conveyor
-    url, go, event_id = sys.argv[1], float(sys.argv[2]), sys.argv[3]
-    time.sleep(max(0.0, go - time.time()))
-    app = conveyor.Conveyor("race", database=url)
-    app.send("sqlite.race", {"from": event_id}, id=event_id)
-    app.close()
-    """
-)
-
-
-def test_many_processes_creating_the_schema_at_once(tmp_path) -> None:
-    import time
-
-    url = "sqlite:///" + str(tmp_path / "race.db")
-    go = time.time() + 1.5  # all start their first use at the same moment
-    procs = [
-        subprocess.Popen(
-            [sys.executable, "-c", SCHEMA_RACE_SCRIPT, url, str(go), f"evt-{i}"],
-            stderr=subprocess.PIPE,
-        )
-        for i in range(4)
-    ]
-    errors = []
-    for p in procs:
-        _, err = p.communicate(timeout=60)
-        if p.returncode != 0:
-            errors.append(err.decode())
-    assert errors == []
-
-    app = conveyor.Conveyor("race", database=url)
-    try:
-
-        @app.function(on="sqlite.race")
-        def raced(ctx):
-            return ctx.event.data["from"]
-
-        for i in range(4):  # every event was stored: a resend with its id is ignored
-            app.send("sqlite.race", {"from": "resend"}, id=f"evt-{i}")
-        app.drain(timeout=10)
-        for i in range(4):
-            assert app.runs_for_event(f"evt-{i}") == []
-    finally:
-        app.close()
