@@ -183,6 +183,12 @@ class Worker:
 
     def _fetch_once(self) -> tuple[int, int]:
         with self._lock:
+            busy = self._executing
+        if 0 < self.concurrency - busy < self.concurrency // 4:
+            # a few slots free while many runs execute: let more free up (briefly) and
+            # claim them in one batch rather than one claim per finishing run
+            self._listener.wait(0.002)
+        with self._lock:
             # slots free as invocations return; results not yet committed are bounded too, so
             # a worker that dies loses at most that many uncommitted steps
             free = min(self.concurrency - self._executing, 2 * self.concurrency - len(self._inflight))

@@ -21,6 +21,14 @@ from conveyor.storage.sql import load_queries
 
 PACKAGE = "conveyor.storage.postgres"
 _NOW = "SELECT extract(epoch FROM clock_timestamp())::float8"
+# Lease bookkeeping (claims, heartbeats) needs no flush at commit: a claim lost in a crash
+# only makes its job claimable again, and lease tokens never repeat. Sorting is switched off
+# so the claim walks the (pool, run_at) index even before the planner has statistics (a
+# fresh table would otherwise be read whole and sorted at every claim).
+_NOW_LIGHT = (
+    "SELECT extract(epoch FROM clock_timestamp())::float8,"
+    " set_config('synchronous_commit', 'off', true), set_config('enable_sort', 'off', true)"
+)
 
 try:
     import psycopg
@@ -55,9 +63,7 @@ class PostgresStorage(RelationalStorage):
     @contextmanager
     def _write(self, *, durable: bool = True) -> Iterator[Tx]:
         with self._pool.connection() as conn, conn.transaction():
-            if not durable:
-                conn.execute("SET LOCAL synchronous_commit = off")
-            now = conn.execute(_NOW).fetchone()[0]  # type: ignore[index]
+            now = conn.execute(_NOW if durable else _NOW_LIGHT).fetchone()[0]  # type: ignore[index]
             yield Tx(conn, now)
 
     @contextmanager
