@@ -27,3 +27,15 @@ def new_id() -> str:
         out.append(_ALPHABET[value & 31])
         value >>= 5
     return "".join(reversed(out))
+
+
+def derived_id(*parts: str) -> str:
+    """A 26-character id determined by ``parts``: the same parts give the same id (idempotent creation)."""
+    import hashlib
+
+    value = int.from_bytes(hashlib.blake2b("\x1f".join(parts).encode(), digest_size=16).digest(), "big") >> 2
+    out = []
+    for _ in range(26):
+        out.append(_ALPHABET[value & 31])
+        value >>= 5
+    return "".join(reversed(out))

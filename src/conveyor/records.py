@@ -21,6 +21,7 @@ class MemoStep:
     seq: int = 0
     started_at: float | None = None
     children_total: int | None = None
+    children_created: int = 0
 
 
 @dataclass(slots=True)
@@ -71,6 +72,7 @@ class StepWrite:
     events: list[NewEvent] = field(default_factory=list)
     children: list[NewChild] = field(default_factory=list)
     children_total: int | None = None
+    children_created: int = 0
     wait: NewWait | None = None
 
 

@@ -69,7 +69,11 @@ class StepRecord:
 
 @dataclass(frozen=True, slots=True)
 class Progress:
-    """Counts of a parent's children by status."""
+    """A parent's children: counts by status, and how fast they end.
+
+    ``rate`` is children ended per second since the first was created (``started_at``);
+    ``eta`` the seconds left at that rate (``None`` until one has ended).
+    """
 
     total: int = 0
     queued: int = 0
@@ -78,6 +82,9 @@ class Progress:
     completed: int = 0
     failed: int = 0
     cancelled: int = 0
+    started_at: datetime | None = None
+    rate: float = 0.0
+    eta: float | None = None
 
     @property
     def ended(self) -> int:
@@ -132,6 +139,9 @@ class Run:
                 "completed": self.progress.completed,
                 "failed": self.progress.failed,
                 "cancelled": self.progress.cancelled,
+                "started_at": ts(self.progress.started_at),
+                "rate": self.progress.rate,
+                "eta": self.progress.eta,
             },
             "steps": [
                 {

@@ -4,13 +4,15 @@ CREATE TABLE conveyor_jobs ( run_id TEXT PRIMARY KEY, pool TEXT NOT NULL, functi
 CREATE TABLE conveyor_logs ( id INTEGER PRIMARY KEY, run_id TEXT NOT NULL, step_id TEXT, attempt INTEGER NOT NULL, ts REAL NOT NULL, level TEXT NOT NULL, message TEXT NOT NULL );
 CREATE TABLE conveyor_migrations ( version INTEGER PRIMARY KEY, name TEXT NOT NULL, applied_at REAL NOT NULL );
 CREATE TABLE conveyor_runs ( id TEXT PRIMARY KEY, function_id TEXT NOT NULL, event_id TEXT NOT NULL, status TEXT NOT NULL, pool TEXT NOT NULL, output TEXT, error TEXT, parent_id TEXT, parent_step TEXT, child_index INTEGER, failure_of TEXT, failures INTEGER NOT NULL DEFAULT 0, created_at REAL NOT NULL, started_at REAL, ended_at REAL, UNIQUE (event_id, function_id) );
-CREATE TABLE conveyor_steps ( run_id TEXT NOT NULL, step_id TEXT NOT NULL, seq INTEGER NOT NULL, kind TEXT NOT NULL, status TEXT NOT NULL, attempts INTEGER NOT NULL DEFAULT 0, output TEXT, error TEXT, wake_at REAL, started_at REAL, ended_at REAL, -- invoke and map steps: how many child runs, and how many have ended / failed children_total INTEGER, children_ended INTEGER NOT NULL DEFAULT 0, children_failed INTEGER NOT NULL DEFAULT 0, PRIMARY KEY (run_id, step_id) ) WITHOUT ROWID;
+CREATE TABLE conveyor_schedules ( function_id TEXT PRIMARY KEY, cron TEXT NOT NULL, timezone TEXT NOT NULL, last_slot REAL, missed INTEGER NOT NULL DEFAULT 0, updated_at REAL NOT NULL );
+CREATE TABLE conveyor_steps ( run_id TEXT NOT NULL, step_id TEXT NOT NULL, seq INTEGER NOT NULL, kind TEXT NOT NULL, status TEXT NOT NULL, attempts INTEGER NOT NULL DEFAULT 0, output TEXT, error TEXT, wake_at REAL, started_at REAL, ended_at REAL, -- invoke and map steps: how many child runs, and how many have ended / failed children_total INTEGER, children_ended INTEGER NOT NULL DEFAULT 0, children_failed INTEGER NOT NULL DEFAULT 0, children_created INTEGER NOT NULL DEFAULT 0, PRIMARY KEY (run_id, step_id) ) WITHOUT ROWID;
 CREATE TABLE conveyor_triggers ( event_name TEXT NOT NULL, function_id TEXT NOT NULL, PRIMARY KEY (event_name, function_id) ) WITHOUT ROWID;
 CREATE TABLE conveyor_waits ( run_id TEXT NOT NULL, step_id TEXT NOT NULL, event_name TEXT NOT NULL, match_path TEXT, match_value TEXT, created_at REAL NOT NULL, expires_at REAL, matched_event_id TEXT, PRIMARY KEY (run_id, step_id) ) WITHOUT ROWID;
 CREATE INDEX conveyor_events_ts ON conveyor_events (ts);
 CREATE INDEX conveyor_jobs_cgroup ON conveyor_jobs (cgroup, lease_expires) WHERE cgroup IS NOT NULL;
 CREATE INDEX conveyor_jobs_due ON conveyor_jobs (pool, run_at);
 CREATE INDEX conveyor_logs_run ON conveyor_logs (run_id, id);
+CREATE INDEX conveyor_runs_children_status ON conveyor_runs (parent_id, status) WHERE parent_id IS NOT NULL;
 CREATE INDEX conveyor_runs_function ON conveyor_runs (function_id, id);
 CREATE INDEX conveyor_runs_parent ON conveyor_runs (parent_id, parent_step, child_index) WHERE parent_id IS NOT NULL;
 CREATE INDEX conveyor_runs_status ON conveyor_runs (status, id);

@@ -8,10 +8,11 @@ from datetime import datetime
 from typing import Any
 
 from rich.console import Group, RenderableType
+from rich.progress_bar import ProgressBar
 from rich.table import Table
 from rich.text import Text
 
-from conveyor.types import Run, StepRecord
+from conveyor.types import Progress, Run, StepRecord
 
 STATUS_STYLES = {
     "queued": "cyan",
@@ -151,3 +152,110 @@ def run_detail(run: Run) -> RenderableType:
     if not run.steps:
         return Group(run_header(run), Text("no steps yet", style="dim"))
     return Group(run_header(run), Text(""), steps_table(run.steps))
+
+
+# --- progress of a run's children (``conveyor runs watch`` and the examples) ---------------
+
+#: The order in which the counts of a parent's children are shown.
+PROGRESS_COUNTS = ("queued", "running", "waiting", "completed", "failed", "cancelled")
+
+
+def seconds_text(seconds: float | None) -> str:
+    """``0.4s``, ``12s``, ``2m05s``, ``1h02m``; ``-`` when unknown."""
+    if seconds is None:
+        return "-"
+    seconds = max(seconds, 0.0)
+    if seconds < 10:
+        return f"{seconds:.1f}s"
+    if seconds < 60:
+        return f"{seconds:.0f}s"
+    minutes, secs = divmod(round(seconds), 60)
+    if minutes < 60:
+        return f"{minutes}m{secs:02d}s"
+    hours, minutes = divmod(minutes, 60)
+    return f"{hours}h{minutes:02d}m"
+
+
+def rate_text(rate: float) -> str:
+    """Children ended per second: ``0.50/s``, ``12.3/s``, ``4,617/s``."""
+    if rate < 1:
+        return f"{rate:.2f}/s"
+    if rate < 100:
+        return f"{rate:.1f}/s"
+    return f"{rate:,.0f}/s"
+
+
+def percent(progress: Progress) -> float:
+    return 100.0 * progress.ended / progress.total if progress.total else 0.0
+
+
+def progress_counts(progress: Progress) -> Text:
+    """``queued 630  running 3  waiting 0  completed 1,367  failed 0  cancelled 0``, coloured."""
+    parts: list[str | tuple[str, str]] = []
+    for name in PROGRESS_COUNTS:
+        count = int(getattr(progress, name))
+        if parts:
+            parts.append("  ")
+        style = STATUS_STYLES[name] if count else "dim"
+        parts.append((f"{name} {count:,}", style))
+    return Text.assemble(*parts)
+
+
+def progress_bar(progress: Progress) -> Table:
+    """One line: the bar of ended/total children, the fraction, the rate and the ETA."""
+    grid = Table.grid(padding=(0, 1))
+    grid.add_column(no_wrap=True, style="bold")
+    grid.add_column(ratio=1, min_width=10)
+    for _ in range(4):
+        grid.add_column(justify="right", no_wrap=True)
+    style = "red" if progress.failed or progress.cancelled else "green"
+    bar = ProgressBar(total=float(progress.total), completed=float(progress.ended), complete_style="yellow",
+                      finished_style=style)
+    grid.add_row(
+        "children",
+        bar,
+        f"{progress.ended:,}/{progress.total:,}",
+        f"{percent(progress):3.0f}%",
+        rate_text(progress.rate),
+        f"ETA {seconds_text(0.0 if progress.done else progress.eta)}",
+    )
+    return grid
+
+
+def progress_line(progress: Progress) -> str:
+    """The plain-text twin of :func:`progress_bar` and :func:`progress_counts`, for logs."""
+    counts = " ".join(f"{name}={getattr(progress, name)}" for name in PROGRESS_COUNTS)
+    eta = 0.0 if progress.done else progress.eta
+    return (
+        f"children {progress.ended}/{progress.total} ({percent(progress):.0f}%) {counts} "
+        f"rate={rate_text(progress.rate)} eta={seconds_text(eta)}"
+    )
+
+
+def run_status_line(run: Run) -> Text:
+    """``score-all <id>: waiting  steps done: 1  at: score (waiting)``."""
+    parts: list[str | tuple[str, str] | Text] = [f"{run.function_id} {run.id}: ", status_text(run.status)]
+    parts.append(f"  steps done: {sum(1 for s in run.steps if s.status == 'completed')}")
+    current = next((s for s in reversed(run.steps) if s.status != "completed"), None)
+    if current is not None and not run.done:
+        attempt = f", attempt {current.attempts}" if current.attempts > 1 else ""
+        parts.append(f"  at: {current.id} ({current.status}{attempt})")
+    return Text.assemble(*parts)
+
+
+def watch_view(run: Run) -> RenderableType:
+    """What ``runs watch`` shows on a terminal: the run's status, then its children's bar and counts."""
+    items: list[RenderableType] = [run_status_line(run)]
+    if run.progress is not None and run.progress.total:
+        items += [progress_bar(run.progress), progress_counts(run.progress)]
+    elif not run.done:
+        items.append(Text("no child runs (yet)", style="dim"))
+    return Group(*items)
+
+
+def watch_line(run: Run) -> str:
+    """What ``runs watch`` prints when not on a terminal: one plain line per update."""
+    line = run_status_line(run).plain
+    if run.progress is not None and run.progress.total:
+        line += "  " + progress_line(run.progress)
+    return line

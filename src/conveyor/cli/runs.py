@@ -4,17 +4,12 @@ from __future__ import annotations
 
 import argparse
 import json
-import time
-from collections.abc import Callable
 
-from rich.console import Group
-from rich.live import Live
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
 from rich.text import Text
 
 from conveyor.cli import render
 from conveyor.cli.common import cli_app, database_parent, positive_int, stdout_console
-from conveyor.types import TERMINAL_STATUSES, Run
+from conveyor.cli.watch import watch
 
 RUN_STATUSES = ("queued", "running", "waiting", "completed", "failed", "cancelled")
 
@@ -44,9 +39,15 @@ def add_parser(commands: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     p.add_argument("run_id", metavar="ID")
     p.set_defaults(handler=cmd_replay)
 
-    p = sub.add_parser("watch", parents=[db], help="follow a run until it ends")
+    p = sub.add_parser(
+        "watch", parents=[db], help="follow a run until it ends: a live progress bar of its children",
+        description="Follow a run until it ends: its status and a live progress bar of its child runs (counts by "
+        "status, rate, ETA); plain status lines when stdout is not a terminal. Exit 0 if the run completed, "
+        "1 if it failed or was cancelled.",
+    )
     p.add_argument("run_id", metavar="ID")
-    p.add_argument("--interval", metavar="SECONDS", type=float, default=0.5, help="poll interval (0.5)")
+    p.add_argument("--interval", metavar="SECONDS", type=interval_seconds, default=0.5,
+                   help="poll interval (default 0.5)")
     p.set_defaults(handler=cmd_watch)
 
 
@@ -103,60 +104,24 @@ def cmd_replay(args: argparse.Namespace) -> int:
 
 
 def cmd_watch(args: argparse.Namespace) -> int:
-    """Poll the run until it ends; exit 0 if it completed, 1 if it failed or was cancelled."""
-    interval = max(float(args.interval), 0.05)
+    """Follow the run until it ends; exit 0 if it completed, 1 if it failed or was cancelled."""
     app = cli_app(args)
     console = stdout_console()
     try:
-        run = app.get_run(args.run_id)
-        if console.is_terminal:
-            with Live(_watch_view(run), console=console, auto_refresh=False) as live:
-                while not run.done:
-                    time.sleep(interval)
-                    run = app.get_run(args.run_id)
-                    live.update(_watch_view(run), refresh=True)
-        else:
-            run = _watch_plain(app.get_run, run, interval, console.print)
+        run = watch(app.get_run, args.run_id, console, interval=args.interval)
     finally:
         app.close()
-    if not console.is_terminal:
-        console.print(render.run_detail(run))
+    console.print()
+    console.print(render.run_detail(run))
     return 0 if run.status == "completed" else 1
 
 
-def _watch_plain(get_run: Callable[[str], Run], run: Run, interval: float, say: Callable[[Text], object]) -> Run:
-    """Without a terminal: one line per status change, then the final state."""
-    last = ""
-    while True:
-        line = _status_line(run)
-        if line.plain != last:
-            say(line)
-            last = line.plain
-        if run.status in TERMINAL_STATUSES:
-            return run
-        time.sleep(interval)
-        run = get_run(run.id)
-
-
-def _status_line(run: Run) -> Text:
-    current = next((s for s in reversed(run.steps) if s.status != "completed"), None)
-    parts: list[str | tuple[str, str] | Text] = [
-        f"{run.function_id} {run.id}: ",
-        render.status_text(run.status),
-    ]
-    done = sum(1 for s in run.steps if s.status == "completed")
-    parts.append(f"  steps done: {done}")
-    if current is not None and not run.done:
-        parts.append(f"  at: {current.id} ({current.status}, attempt {current.attempts})")
-    if run.progress is not None and run.progress.total:
-        parts.append(f"  children: {run.progress.ended}/{run.progress.total}")
-    return Text.assemble(*parts)
-
-
-def _watch_view(run: Run) -> Group:
-    items: list[Text | Progress] = [_status_line(run)]
-    if run.progress is not None and run.progress.total:
-        bar = Progress(TextColumn("children"), BarColumn(), MofNCompleteColumn())
-        bar.add_task("children", total=run.progress.total, completed=run.progress.ended)
-        items.append(bar)
-    return Group(*items, render.run_detail(run))
+def interval_seconds(text: str) -> float:
+    """An argparse type: a poll interval between 0.05 and 60 seconds."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
+    if not 0.05 <= value <= 60:
+        raise argparse.ArgumentTypeError("must be between 0.05 and 60 seconds")
+    return value

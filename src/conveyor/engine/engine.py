@@ -180,8 +180,7 @@ class Engine:
             ]
         progress = None
         if with_steps and any(s.kind in ("map", "invoke") for s in steps):
-            counts = self.storage.children_counts(row.id)
-            progress = Progress(total=sum(counts.values()), **{k: v for k, v in counts.items()})
+            progress = self._progress(row.id, [s for s in steps if s.kind in ("map", "invoke")])
         return Run(
             id=row.id, function_id=row.function_id, event_id=row.event_id, status=row.status,
             output=codec.loads(row.output), error=codec.loads(row.error), steps=steps,
@@ -189,6 +188,20 @@ class Engine:
             created_at=utc_from_ts(row.created_at), started_at=utc_from_ts(row.started_at),
             ended_at=utc_from_ts(row.ended_at),
         )
+
+    def _progress(self, run_id: str, fanouts: list[StepRecord]) -> Progress:
+        counts = self.storage.children_counts(run_id)
+        known = {k: v for k, v in counts.items() if k in RUN_STATUSES}
+        total = sum(counts.values())
+        ended = known.get("completed", 0) + known.get("failed", 0) + known.get("cancelled", 0)
+        started = min((s.started_at for s in fanouts if s.started_at), default=None)
+        finished = max((s.ended_at for s in fanouts if s.ended_at), default=None) if ended >= total else None
+        rate, eta = 0.0, None
+        if started is not None and ended:
+            until = finished.timestamp() if finished else time.time()
+            rate = ended / max(until - started.timestamp(), 1e-3)
+            eta = (total - ended) / rate
+        return Progress(total=total, started_at=started, rate=rate, eta=eta, **known)
 
     def logs(self, run_id: str) -> list[dict[str, Any]]:
         return self.storage.logs_list(run_id)

@@ -8,13 +8,15 @@ from typing import TYPE_CHECKING, Any, overload
 from conveyor.errors import StepError
 from conveyor.executor import codec
 from conveyor.executor.ops import FatalRunError
+from conveyor.ids import derived_id
 from conveyor.records import NewChild, NewEvent, StepWrite, Suspended
 from conveyor.types import StepKind
 
 if TYPE_CHECKING:
     from conveyor.executor.invocation import Invocation, StorageView
 
-PAGE = 1000
+PAGE = 1000  # outputs read per query when iterating results
+BATCH = 1000  # children created per transaction
 
 
 class MapResults(Sequence[Any]):
@@ -81,6 +83,9 @@ class MapResults(Sequence[Any]):
 
 
 def map_step(inv: Invocation, id: str, function: Any, items: Iterable[Any], allow_failures: bool) -> Any:
+    """Create one child run per item, ``BATCH`` at a time, each batch committed with a count of the
+    children created so far: a crashed creator resumes after the last committed batch, and the
+    items are never all in memory. Then suspend until the last child ends."""
     from conveyor.executor.steps import target_id
 
     sid = inv.step_id(id)
@@ -90,7 +95,7 @@ def map_step(inv: Invocation, id: str, function: Any, items: Iterable[Any], allo
         if memo.status == "failed" and not allow_failures:
             raise StepError.from_dict({**(memo.error or {}), "step_id": sid})
         return MapResults(inv.view, inv.run_id, sid, memo.children_total or 0)
-    if memo is not None:
+    if memo is not None and memo.status == "waiting":
         raise inv.suspend(Suspended(None, "map"))
     fid = target_id(function)
     inv.require_function(sid, fid)
@@ -99,16 +104,25 @@ def map_step(inv: Invocation, id: str, function: Any, items: Iterable[Any], allo
     except TypeError:
         raise FatalRunError({"step_id": sid, "type": "InvalidInput", "message": "map needs an iterable of items"}) \
             from None
-    now = inv.clock()
-    children = []
-    for index, item in enumerate(iterator):
-        run_id = inv.new_id()
-        data = codec.dumps(item, what=f"item {index} of map step {sid!r}")
-        children.append(NewChild(run_id, fid, NewEvent(run_id, "conveyor/map", data, now), sid, index))
-    seq = inv.next_seq(None)
-    if not children:
+    done = memo.children_created if memo is not None else 0
+    started = memo.started_at if memo is not None and memo.started_at else inv.clock()
+    seq = inv.next_seq(memo)
+    batch: list[NewChild] = []
+    index = 0
+    for index, item in enumerate(iterator, start=1):
+        if index <= done:
+            continue  # created before a crash: its batch was committed
+        run_id = derived_id(inv.run_id, sid, str(index - 1))
+        data = codec.dumps(item, what=f"item {index - 1} of map step {sid!r}")
+        batch.append(NewChild(run_id, fid, NewEvent(run_id, "conveyor/map", data, inv.clock()), sid, index - 1))
+        if len(batch) >= BATCH:
+            inv.checkpoint(StepWrite(sid, StepKind.MAP, "creating", 0, seq, started_at=started, children=batch,
+                                     children_created=index))
+            batch = []
+    if index == 0:
+        now = inv.clock()
         inv.emit(StepWrite(sid, StepKind.MAP, "completed", 1, seq, started_at=now, ended_at=now, children_total=0))
         return MapResults(inv.view, inv.run_id, sid, 0)
-    write = StepWrite(sid, StepKind.MAP, "waiting", 0, seq, started_at=now, children=children,
-                      children_total=len(children))
+    write = StepWrite(sid, StepKind.MAP, "waiting", 0, seq, started_at=started, children=batch,
+                      children_total=index, children_created=index)
     raise inv.suspend(Suspended(None, "map"), write)

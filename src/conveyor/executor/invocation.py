@@ -252,6 +252,18 @@ class Invocation:
         if ack is not None:
             self._pending = ack
 
+    def checkpoint(self, write: StepWrite) -> None:
+        """Commit a partial write of a step that goes on (a map creating children), and wait for it."""
+        self.memo[write.id] = MemoStep(
+            write.id, write.kind, write.status, write.attempts, write.output, write.error,
+            write.wake_at, write.seq, write.started_at, write.children_total, write.children_created,
+        )
+        self._visited.add(write.id)
+        ack = self.sink(write)
+        if ack is not None:
+            self._pending = ack
+        self.settle()
+
     def settle(self) -> None:
         """Before a step body runs, the previous checkpoint must be committed (and still ours)."""
         pending, self._pending = self._pending, None

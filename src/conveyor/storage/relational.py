@@ -17,7 +17,7 @@ from typing import Any
 
 from conveyor.errors import NotFound
 from conveyor.ids import new_id
-from conveyor.records import Completed, Failed, MemoStep, NewEvent, StepWrite, Suspended
+from conveyor.records import Completed, Failed, MemoStep, NewChild, NewEvent, StepWrite, Suspended
 from conveyor.storage.base import (
     ClaimedJob,
     DirectRun,
@@ -55,18 +55,19 @@ def _plain(res: JobResult) -> bool:
 
 def _step_row(run_id: str, w: StepWrite) -> tuple[Any, ...]:
     return (run_id, w.id, w.seq, w.kind, w.status, w.attempts, w.output,
-            None if w.error is None else _dumps(w.error), w.wake_at, w.started_at, w.ended_at, w.children_total)
+            None if w.error is None else _dumps(w.error), w.wake_at, w.started_at, w.ended_at, w.children_total,
+            w.children_created)
 
 
 def _memo_step(r: Sequence[Any]) -> MemoStep:
-    return MemoStep(r[0], r[1], r[2], r[3], r[4], json.loads(r[5]) if r[5] else None, r[6], r[7], r[8], r[9])
+    return MemoStep(r[0], r[1], r[2], r[3], r[4], json.loads(r[5]) if r[5] else None, r[6], r[7], r[8], r[9], r[10])
 
 
 class Tx:
     """One write transaction: its connection, the database time at its start, and caches
     so that a batch of a thousand events asks for each route once."""
 
-    __slots__ = ("conn", "functions", "now", "routes", "waited_names")
+    __slots__ = ("conn", "functions", "now", "routes", "waited_names", "woken")
 
     def __init__(self, conn: Any, now: float) -> None:
         self.conn = conn
@@ -74,6 +75,7 @@ class Tx:
         self.routes: dict[str, list[tuple[str, str, int | None, str | None]]] = {}
         self.functions: dict[str, tuple[str, int | None, str | None, int] | None] = {}
         self.waited_names: set[str] | None = None
+        self.woken: set[str] = set()
 
 
 class RelationalStorage(Storage):
@@ -204,6 +206,24 @@ class RelationalStorage(Storage):
             run_id, fid, event_id, pool, p_id, p_step, index, failure_of, tx.now))
         if cur.rowcount:
             self._enqueue(tx, run_id, fid, pool, data, tx.now)
+
+    def _create_children(self, tx: Tx, parent_id: str, children: Sequence[NewChild]) -> None:
+        """Create child runs in bulk (a map creates them a thousand at a time)."""
+        events, runs, jobs = [], [], []
+        for child in children:
+            fn = self._function(tx, child.function_id)
+            if fn is None:
+                raise NotFound(f"unknown function {child.function_id!r}: no app has registered it with this database")
+            pool, limit, key, _ = fn
+            ev = child.event
+            events.append((ev.id, ev.name, ev.data, ev.ts))
+            runs.append((child.run_id, child.function_id, ev.id, pool, parent_id, child.parent_step, child.index,
+                         None, tx.now))
+            jobs.append((child.run_id, pool, child.function_id, tx.now,
+                         _concurrency_group(child.function_id, limit, key, ev.data), limit))
+        self._many(tx, "event_insert", events)
+        self._many(tx, "run_insert", runs)
+        self._many(tx, "job_insert", jobs)
 
     def _enqueue(self, tx: Tx, run_id: str, fid: str, pool: str, data: str, run_at: float) -> None:
         fn = self._function(tx, fid)
@@ -404,10 +424,13 @@ class RelationalStorage(Storage):
         conn.execute(q["step_upsert"], _step_row(run_id, w))
         for ev in w.events:
             self._send(tx, ev)
-        for child in w.children:
-            conn.execute(q["event_insert"], (child.event.id, child.event.name, child.event.data, child.event.ts))
-            self._create_run(tx, child.run_id, child.function_id, child.event.id, child.event.data,
-                             parent=(run_id, child.parent_step, child.index))
+        if w.children:
+            self._create_children(tx, run_id, w.children)
+        if w.kind == "map" and w.status == "waiting" and w.children_total is not None:
+            # the total is known only now: children that ended meanwhile may already be all of them
+            row = conn.execute(q["fanout_counts"], (run_id, w.id)).fetchone()
+            if row is not None and self._maybe_resolve(tx, run_id, w.id, row[0], row[1], row[2], row[3], None):
+                tx.woken.add(run_id)
         if w.wait is not None:
             wt = w.wait
             conn.execute(q["wait_insert"], (run_id, w.id, wt.event_name, wt.match_path, wt.match_value,
@@ -437,9 +460,10 @@ class RelationalStorage(Storage):
                 conn.execute(q["event_insert"], (ev_id, "conveyor/run.failed", data, now))
                 self._create_run(tx, new_id(), handler, ev_id, data, failure_of=res.run_id)
         elif isinstance(out, Suspended):
-            run_at = FAR_FUTURE if out.run_at is None else out.run_at
+            woken = res.run_id in tx.woken  # what it waits for happened in this very transaction
+            run_at = tx.now if woken else FAR_FUTURE if out.run_at is None else out.run_at
             conn.execute(q["job_reschedule"], (run_at, res.run_id))
-            status = "queued" if out.reason in ("yield", "retry") else "waiting"
+            status = "queued" if woken or out.reason in ("yield", "retry") else "waiting"
             conn.execute(q["run_set_status"], (status, res.run_id))
 
     def _notify_parent(self, tx: Tx, parent_id: str, step_id: str, status: str,
@@ -473,11 +497,11 @@ class RelationalStorage(Storage):
         self._maybe_resolve(tx, parent_id, step_id, kind, total, ended, failed, last)
 
     def _maybe_resolve(self, tx: Tx, parent_id: str, step_id: str, kind: str, total: int | None, ended: int,
-                       failed: int, last: tuple[str, str | None, str | None] | None) -> None:
+                       failed: int, last: tuple[str, str | None, str | None] | None) -> bool:
         """Resolve the step once every child ended (``total`` is unknown while a map still creates them)."""
         conn, q = tx.conn, self.q
         if total is None or ended < total:
-            return
+            return False
         status, output, error = last or ("completed", None, None)
         if kind == "map":
             output, error, status = None, None, "completed"
@@ -492,6 +516,7 @@ class RelationalStorage(Storage):
         conn.execute(q["step_resolve"], (status, output, error, tx.now, parent_id, step_id))
         conn.execute(q["parent_wake"], (parent_id,))
         conn.execute(q["job_wake"], (tx.now, parent_id, tx.now))
+        return True
 
     def children_outputs(self, run_id: str, step_id: str, offset: int, limit: int) -> list[str | None]:
         rows = self._rows("children_outputs", (run_id, step_id, offset, limit))

@@ -94,7 +94,7 @@ RETURNING function_id, pool, event_id, failure_of, started_at = %s::float8;
 SELECT e.id, e.name, e.data, e.ts FROM conveyor_events e WHERE e.id = %s;
 
 -- name: memo_for_run
-SELECT step_id, kind, status, attempts, output, error, wake_at, seq, started_at, children_total
+SELECT step_id, kind, status, attempts, output, error, wake_at, seq, started_at, children_total, children_created
 FROM conveyor_steps WHERE run_id = %s;
 
 -- name: waits_resolve
@@ -115,11 +115,13 @@ SELECT token FROM conveyor_jobs WHERE run_id = %s AND lease_expires IS NOT NULL 
 
 -- name: step_upsert
 INSERT INTO conveyor_steps
-    (run_id, step_id, seq, kind, status, attempts, output, error, wake_at, started_at, ended_at, children_total)
-VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s)
+    (run_id, step_id, seq, kind, status, attempts, output, error, wake_at, started_at, ended_at, children_total,
+     children_created)
+VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s)
 ON CONFLICT (run_id, step_id) DO UPDATE SET
     status = excluded.status, attempts = excluded.attempts, output = excluded.output,
-    error = excluded.error, wake_at = excluded.wake_at, ended_at = excluded.ended_at
+    error = excluded.error, wake_at = excluded.wake_at, ended_at = excluded.ended_at,
+    children_total = excluded.children_total, children_created = excluded.children_created
 WHERE conveyor_steps.status NOT IN ('completed', 'failed');
 
 -- name: run_complete
@@ -148,7 +150,7 @@ WHERE run_id = %s;
 -- name: child_ended
 UPDATE conveyor_steps
 SET children_ended = children_ended + %s, children_failed = children_failed + %s
-WHERE run_id = %s AND step_id = %s AND status = 'waiting'
+WHERE run_id = %s AND step_id = %s AND status IN ('waiting', 'creating')
 RETURNING kind, children_total, children_ended, children_failed;
 
 -- name: children_first_errors
@@ -284,7 +286,8 @@ LEFT JOIN marked m ON m.id = l.run_id
 LEFT JOIN conveyor_events e ON e.id = m.event_id;
 
 -- name: memos_for_runs
-SELECT run_id, step_id, kind, status, attempts, output, error, wake_at, seq, started_at, children_total
+SELECT run_id, step_id, kind, status, attempts, output, error, wake_at, seq, started_at, children_total,
+       children_created
 FROM conveyor_steps WHERE run_id = ANY(%s);
 
 -- name: jobs_fence_many
@@ -349,3 +352,7 @@ DELETE FROM conveyor_events WHERE id IN (
     LIMIT %s
     FOR UPDATE SKIP LOCKED
 );
+
+-- name: fanout_counts
+SELECT kind, children_total, children_ended, children_failed FROM conveyor_steps
+WHERE run_id = %s AND step_id = %s AND status = 'waiting';

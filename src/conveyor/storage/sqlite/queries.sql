@@ -92,7 +92,7 @@ RETURNING function_id, pool, event_id, failure_of, started_at = ?;
 SELECT e.id, e.name, e.data, e.ts FROM conveyor_events e WHERE e.id = ?;
 
 -- name: memo_for_run
-SELECT step_id, kind, status, attempts, output, error, wake_at, seq, started_at, children_total
+SELECT step_id, kind, status, attempts, output, error, wake_at, seq, started_at, children_total, children_created
 FROM conveyor_steps WHERE run_id = ?;
 
 -- name: waits_resolve
@@ -113,11 +113,13 @@ SELECT token FROM conveyor_jobs WHERE run_id = ? AND lease_expires IS NOT NULL;
 
 -- name: step_upsert
 INSERT INTO conveyor_steps
-    (run_id, step_id, seq, kind, status, attempts, output, error, wake_at, started_at, ended_at, children_total)
-VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
+    (run_id, step_id, seq, kind, status, attempts, output, error, wake_at, started_at, ended_at, children_total,
+     children_created)
+VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
 ON CONFLICT (run_id, step_id) DO UPDATE SET
     status = excluded.status, attempts = excluded.attempts, output = excluded.output,
-    error = excluded.error, wake_at = excluded.wake_at, ended_at = excluded.ended_at
+    error = excluded.error, wake_at = excluded.wake_at, ended_at = excluded.ended_at,
+    children_total = excluded.children_total, children_created = excluded.children_created
 WHERE conveyor_steps.status NOT IN ('completed', 'failed');
 
 -- name: run_complete
@@ -146,7 +148,7 @@ WHERE run_id = ?;
 -- name: child_ended
 UPDATE conveyor_steps
 SET children_ended = children_ended + ?, children_failed = children_failed + ?
-WHERE run_id = ? AND step_id = ? AND status = 'waiting'
+WHERE run_id = ? AND step_id = ? AND status IN ('waiting', 'creating')
 RETURNING kind, children_total, children_ended, children_failed;
 
 -- name: children_first_errors
@@ -293,3 +295,7 @@ DELETE FROM conveyor_events WHERE id IN (
     WHERE e.ts < ? AND NOT EXISTS (SELECT 1 FROM conveyor_runs r WHERE r.event_id = e.id)
     LIMIT ?
 );
+
+-- name: fanout_counts
+SELECT kind, children_total, children_ended, children_failed FROM conveyor_steps
+WHERE run_id = ? AND step_id = ? AND status = 'waiting';
