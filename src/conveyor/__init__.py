@@ -25,6 +25,7 @@ from conveyor.errors import (
     StepError,
 )
 from conveyor.executor.context import Context
+from conveyor.scheduler.ticker import Schedule
 from conveyor.sdk.app import Conveyor
 from conveyor.sdk.function import Function, RunHandle
 from conveyor.sdk.loader import load_app
@@ -62,6 +63,7 @@ __all__ = [
     "RunHandle",
     "RunStatus",
     "RunTimeout",
+    "Schedule",
     "SerializationError",
     "StepError",
     "StepRecord",

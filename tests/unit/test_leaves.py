@@ -5,7 +5,7 @@ import pytest
 from conveyor.errors import InvalidInput, SerializationError
 from conveyor.executor import codec
 from conveyor.ids import new_id
-from conveyor.scheduler.cron import parse_cron
+from conveyor.cron import parse_cron
 
 
 def test_ids_sort_by_creation() -> None:

@@ -34,8 +34,10 @@ class Engine:
         lease: float = 30.0,
         budget: float = 60.0,
         retention: float | None = 7 * 86400.0,
+        cron_catchup: float = 3600.0,
     ) -> None:
         self.retention = retention
+        self.cron_catchup = cron_catchup
         self.storage = storage
         self.registry = registry
         self.backoff = backoff

@@ -17,6 +17,7 @@ class FunctionDef:
     spec: FunctionSpec
     backoff: Backoff | None = None
     failure_handler_of: str | None = None  # set on the hidden function that runs an on_failure handler
+    timezone: str | None = None  # of the cron schedule (None: UTC)
 
 
 class Registry:

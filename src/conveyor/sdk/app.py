@@ -10,10 +10,11 @@ from collections.abc import Callable, Iterable, Sequence
 from datetime import timedelta
 from typing import Any, overload
 
+from conveyor.cron import parse_cron, zone
 from conveyor.engine.engine import Engine
 from conveyor.engine.registry import FunctionDef, Registry
 from conveyor.errors import ConfigError, InvalidInput
-from conveyor.scheduler.cron import parse_cron
+from conveyor.scheduler.ticker import CronTicker, Schedule
 from conveyor.sdk.function import Function, default_id
 from conveyor.storage.base import FunctionSpec, RunFilter
 from conveyor.storage.factory import open_storage, resolve_url
@@ -39,6 +40,7 @@ class Conveyor:
         lease_seconds: float = 30.0,
         invocation_budget: float = 60.0,
         retention: timedelta | float | None = timedelta(days=7),
+        cron_catchup: timedelta | float = timedelta(hours=1),
     ) -> None:
         if not isinstance(name, str) or not name:
             raise ConfigError("an app needs a non-empty name")
@@ -53,6 +55,10 @@ class Conveyor:
         if seconds is not None and (not isinstance(seconds, int | float) or seconds <= 0):
             raise ConfigError("retention must be a positive timedelta or number of seconds, or None to keep everything")
         self.retention = None if seconds is None else float(seconds)
+        catchup = cron_catchup.total_seconds() if isinstance(cron_catchup, timedelta) else cron_catchup
+        if not isinstance(catchup, int | float) or catchup < 0:
+            raise ConfigError("cron_catchup must be a non-negative timedelta or number of seconds")
+        self.cron_catchup = float(catchup)
         self.functions: dict[str, Function] = {}
         self._registry = Registry()
         self._engine_obj: Engine | None = None
@@ -72,6 +78,7 @@ class Conveyor:
                     self._engine_obj = Engine(
                         storage, self._registry, backoff=self.backoff,
                         lease=self.lease_seconds, budget=self.invocation_budget, retention=self.retention,
+                        cron_catchup=self.cron_catchup,
                     )
                 engine = self._engine_obj
         return engine
@@ -105,6 +112,7 @@ class Conveyor:
         concurrency: int | Concurrency | None = None,
         pool: str = "default",
         cron: str | None = None,
+        timezone: str | None = None,
         backoff: Backoff | None = None,
     ) -> Callable[[Callable[..., Any]], Function]: ...
 
@@ -118,6 +126,7 @@ class Conveyor:
         concurrency: int | Concurrency | None = None,
         pool: str = "default",
         cron: str | None = None,
+        timezone: str | None = None,
         backoff: Backoff | None = None,
     ) -> Any:
         """Register a durable function. Use as ``@app.function(...)`` (or bare ``@app.function``).
@@ -131,7 +140,12 @@ class Conveyor:
         if not isinstance(pool, str) or not pool:
             raise ConfigError("pool must be a non-empty string")
         if cron is not None:
+            cron, timezone = _split_tz(cron, timezone)
             parse_cron(cron)
+        if timezone is not None:
+            if cron is None:
+                raise ConfigError("timezone= applies to a cron= schedule; this function has none")
+            zone(timezone)
 
         def register(target: Callable[..., Any]) -> Function:
             if not callable(target):
@@ -143,8 +157,9 @@ class Conveyor:
                 raise ConfigError(f"function id {fid!r} is registered twice in app {self.name!r}")
             func = Function(self, target, id=fid, triggers=triggers, retries=retries, concurrency=limit,
                             pool=pool, cron=cron, backoff=backoff)
+            func.timezone = timezone
             self.functions[fid] = func
-            self._registry.add(FunctionDef(fid, target, self._spec(func), backoff))
+            self._registry.add(FunctionDef(fid, target, self._spec(func), backoff, timezone=timezone))
             return func
 
         return register(fn) if fn is not None else register
@@ -160,7 +175,8 @@ class Conveyor:
         if not callable(handler):
             raise ConfigError("on_failure needs a function taking (ctx, error)")
         hid = f"{func.id}/on-failure"
-        self._registry.add(FunctionDef(func.id, func.fn, self._spec(func, has_on_failure=True), func.backoff))
+        self._registry.add(FunctionDef(func.id, func.fn, self._spec(func, has_on_failure=True), func.backoff,
+                                       timezone=func.timezone))
         spec = FunctionSpec(hid, func.pool, (), func.retries)
         self._registry.add(FunctionDef(hid, handler, spec, func.backoff, failure_handler_of=func.id))
 
@@ -216,6 +232,10 @@ class Conveyor:
         """Delete dead letters for good (all, or these failed runs); returns how many."""
         return self._engine().purge(run_ids)
 
+    def schedules(self) -> list[Schedule]:
+        """The cron schedules in this database: last and next slot, and how many slots were missed."""
+        return CronTicker(self._engine(), catchup=self.cron_catchup).schedules()
+
     def prune(self) -> int:
         """Delete ended runs older than ``retention`` now (workers also do it every few minutes)."""
         return self._engine().prune()
@@ -230,6 +250,19 @@ class Conveyor:
         """Run every job that is due in this thread until none is left (also waiting for retries
         and sleeps that fall due within ``timeout``); returns how many invocations ran."""
         return _drain(self._engine(), timeout)
+
+
+def _split_tz(cron: str, timezone: str | None) -> tuple[str, str | None]:
+    """Accept ``"TZ=Europe/Paris 0 3 * * *"`` (or ``CRON_TZ=``) as well as ``timezone=``."""
+    if not isinstance(cron, str):
+        raise ConfigError(f"cron= takes a cron expression string, got {type(cron).__name__}")
+    head, _, rest = cron.strip().partition(" ")
+    for prefix in ("TZ=", "CRON_TZ="):
+        if head.upper().startswith(prefix):
+            if timezone is not None:
+                raise ConfigError("give the time zone once: in the cron expression or as timezone=")
+            return rest.strip(), head[len(prefix):]
+    return cron, timezone
 
 
 def _triggers(on: str | Sequence[str] | None) -> tuple[str, ...]:
@@ -264,6 +297,7 @@ def _async_twin(name: str) -> Any:
 
 
 ASYNC_TWINS = ("send", "send_many", "get_run", "runs_for_event", "list_runs", "run_logs",
-               "cancel_run", "replay_run", "dead_letters", "redrive", "purge_dead_letters", "prune", "drain")
+               "cancel_run", "replay_run", "dead_letters", "redrive", "purge_dead_letters", "prune", "schedules",
+               "drain")
 for _name in ASYNC_TWINS:
     setattr(Conveyor, "a" + _name, _async_twin(_name))

@@ -81,6 +81,7 @@ class Function:
         self.cron = cron
         self.backoff = backoff
         self.failure_handler: Callable[..., Any] | None = None
+        self.timezone: str | None = None
         self.__name__ = getattr(fn, "__name__", id)
         self.__doc__ = getattr(fn, "__doc__", None)
         self.__wrapped__ = fn

@@ -10,7 +10,7 @@ Terminal states never change, and a finished step is never rewritten.
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
@@ -235,6 +235,19 @@ class Storage(ABC):
     @abstractmethod
     def runs_delete(self, run_ids: Sequence[str]) -> int:
         """Delete these runs (with their children, steps, logs and unused events)."""
+
+    @abstractmethod
+    def schedule_advance(
+        self, function_id: str, cron: str, timezone: str, now: float,
+        plan: Callable[[float, float], tuple[float | None, int, float]],
+    ) -> float | None:
+        """Under the schedule's lock: ``plan(last_slot, now) -> (slot to fire or None, newly missed,
+        new last_slot)``; start the fired run (its event id is the slot, so it starts once) and
+        record the rest. A schedule seen for the first time starts at ``now``. Returns the slot fired."""
+
+    @abstractmethod
+    def schedules_list(self) -> list[tuple[str, str, str, float | None, int]]:
+        """``(function_id, cron, timezone, last_slot, missed)`` of every schedule."""
 
     @abstractmethod
     def events_prune(self, before: float, limit: int) -> int:

@@ -11,8 +11,9 @@ from __future__ import annotations
 
 import json
 from abc import abstractmethod
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from contextlib import AbstractContextManager
+from datetime import UTC, datetime
 from typing import Any
 
 from conveyor.errors import NotFound
@@ -31,6 +32,7 @@ from conveyor.storage.base import (
 )
 from conveyor.storage.sql import load_migrations, split_statements
 
+timezone_utc = UTC
 FAR_FUTURE = 1e15  # run_at of a job that waits for something else to wake it
 _dumps = json.JSONEncoder(separators=(",", ":")).encode
 
@@ -617,6 +619,28 @@ class RelationalStorage(Storage):
                      "runs_delete_for"):
             conn.execute(q[name], (ids,))
         conn.execute(q["events_delete_unused"], (self._array(events),))
+
+    def schedule_advance(
+        self, function_id: str, cron: str, timezone: str, now: float,
+        plan: Callable[[float, float], tuple[float | None, int, float]],
+    ) -> float | None:
+        q = self.q
+        with self._write() as tx:
+            conn = tx.conn
+            conn.execute(q["schedule_init"], (function_id, cron, timezone, now, tx.now))
+            last_slot = conn.execute(q["schedule_lock"], (function_id,)).fetchone()[0]
+            fire, missed, new_last = plan(last_slot, now)
+            if fire is not None:
+                scheduled = datetime.fromtimestamp(fire, timezone_utc).isoformat()
+                data = _dumps({"function_id": function_id, "scheduled_at": scheduled})
+                event_id = f"cron/{function_id}/{int(fire)}"
+                if conn.execute(q["event_insert"], (event_id, "conveyor/cron", data, tx.now)).rowcount:
+                    self._create_run(tx, new_id(), function_id, event_id, data)
+            conn.execute(q["schedule_update"], (new_last, missed, cron, timezone, tx.now, function_id))
+            return fire
+
+    def schedules_list(self) -> list[tuple[str, str, str, float | None, int]]:
+        return [tuple(r) for r in self._rows("schedules_list", ())]
 
     def events_prune(self, before: float, limit: int) -> int:
         with self._write() as tx:

@@ -28,6 +28,7 @@ from conveyor.executor.invocation import Invocation
 from conveyor.executor.ops import LeaseLost
 from conveyor.ids import new_id
 from conveyor.records import StepWrite
+from conveyor.scheduler.ticker import CronTicker
 from conveyor.storage.base import ClaimedJob, JobResult
 from conveyor.worker.committer import Committer
 from conveyor.worker.threads import DaemonPool
@@ -98,7 +99,7 @@ class Worker:
         self._pool = DaemonPool(self.concurrency, "conveyor-run")
         self._committer.start()
         loops = ((self._fetch_loop, "conveyor-fetch"), (self._heartbeat_loop, "conveyor-heartbeat"),
-                 (self._maintenance_loop, "conveyor-maintenance"))
+                 (self._maintenance_loop, "conveyor-maintenance"), (self._cron_loop, "conveyor-cron"))
         for target, tname in loops:
             t = threading.Thread(target=target, name=tname, daemon=True)
             t.start()
@@ -302,6 +303,10 @@ class Worker:
             self._listener.poke()
 
     # ---- leases -------------------------------------------------------------------------------
+
+    def _cron_loop(self) -> None:
+        """Fire the app's cron schedules (every worker runs this; each slot fires once)."""
+        CronTicker(self.engine, catchup=self.engine.cron_catchup).run(self._stopping)
 
     def _maintenance_loop(self) -> None:
         """Retention: prune ended runs older than the app's ``retention``, every few minutes."""

@@ -356,3 +356,20 @@ DELETE FROM conveyor_events WHERE id IN (
 -- name: fanout_counts
 SELECT kind, children_total, children_ended, children_failed FROM conveyor_steps
 WHERE run_id = %s AND step_id = %s AND status = 'waiting';
+
+-- Cron schedules: one row per scheduled function; its lock serializes the schedulers.
+
+-- name: schedule_init
+INSERT INTO conveyor_schedules (function_id, cron, timezone, last_slot, missed, updated_at)
+VALUES (%s, %s, %s, %s, 0, %s)
+ON CONFLICT (function_id) DO NOTHING;
+
+-- name: schedule_lock
+SELECT last_slot, cron, timezone FROM conveyor_schedules WHERE function_id = %s FOR UPDATE;
+
+-- name: schedule_update
+UPDATE conveyor_schedules SET last_slot = %s, missed = missed + %s, cron = %s, timezone = %s, updated_at = %s
+WHERE function_id = %s;
+
+-- name: schedules_list
+SELECT function_id, cron, timezone, last_slot, missed FROM conveyor_schedules ORDER BY function_id;

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from dataclasses import dataclass
+from datetime import UTC, date, datetime, timedelta, tzinfo
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from conveyor.errors import InvalidInput
 
@@ -79,3 +82,64 @@ def _value(index: int, text: str, lo: int, hi: int) -> int:
     if not lo <= value <= hi:
         raise ValueError(f"{value} is out of range {lo}-{hi}")
     return value
+
+
+# ---- slots: when an expression fires, in a time zone, with daylight-saving changes ---------
+
+
+def _day_matches(cron: Cron, d: date) -> bool:
+    dom = d.day in cron.days
+    dow = (d.isoweekday() % 7) in cron.weekdays  # 0 = Sunday
+    if cron.any_day and cron.any_weekday:
+        return True
+    if cron.any_day:
+        return dow
+    if cron.any_weekday:
+        return dom
+    return dom or dow  # both restricted: either matches (standard cron)
+
+
+def _instant(wall: datetime, tz: tzinfo) -> float:
+    """The UTC instant of a local wall-clock time.
+
+    A time that does not exist (skipped by a spring-forward change) fires at the first
+    instant after the gap; a time that exists twice (fall-back) fires once, at its first
+    occurrence.
+    """
+    first = wall.replace(tzinfo=tz, fold=0)
+    ts = first.timestamp()
+    if datetime.fromtimestamp(ts, tz).replace(tzinfo=None) == wall:
+        return ts
+    # in a gap: walk forward minute by minute from the earlier reading to the first instant
+    # whose wall-clock time is past the requested one
+    t = min(ts, wall.replace(tzinfo=tz, fold=1).timestamp())
+    while datetime.fromtimestamp(t, tz).replace(tzinfo=None) <= wall:
+        t += 60
+    return t - (t % 60)
+
+
+def slots_after(cron: Cron, after: float, tz: tzinfo) -> Iterator[float]:
+    """Scheduled instants (Unix seconds) strictly after ``after``, in increasing order."""
+    start = datetime.fromtimestamp(after, tz).replace(tzinfo=None)
+    day = start.date()
+    hours, minutes = sorted(cron.hours), sorted(cron.minutes)
+    last = after
+    for _ in range(366 * 30):  # a valid expression fires within a few years; give up after 30
+        if day.month in cron.months and _day_matches(cron, day):
+            for h in hours:
+                for m in minutes:
+                    ts = _instant(datetime(day.year, day.month, day.day, h, m), tz)
+                    if ts > last:
+                        last = ts
+                        yield ts
+        day += timedelta(days=1)
+
+
+def zone(name: str | None) -> tzinfo:
+    """An IANA time zone by name (``None``: UTC), or :class:`InvalidInput`."""
+    if name is None or name.upper() == "UTC":
+        return UTC
+    try:
+        return ZoneInfo(name)
+    except (ZoneInfoNotFoundError, ValueError):
+        raise InvalidInput(f"unknown time zone {name!r}: use an IANA name such as 'Europe/Paris'") from None
