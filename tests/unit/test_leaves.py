@@ -2,10 +2,10 @@ from __future__ import annotations
 
 import pytest
 
+from conveyor.cron import parse_cron
 from conveyor.errors import InvalidInput, SerializationError
 from conveyor.executor import codec
 from conveyor.ids import new_id
-from conveyor.cron import parse_cron
 
 
 def test_ids_sort_by_creation() -> None:
