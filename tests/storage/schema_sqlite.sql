@@ -16,4 +16,5 @@ CREATE INDEX conveyor_runs_children_status ON conveyor_runs (parent_id, status) 
 CREATE INDEX conveyor_runs_function ON conveyor_runs (function_id, id);
 CREATE INDEX conveyor_runs_parent ON conveyor_runs (parent_id, parent_step, child_index) WHERE parent_id IS NOT NULL;
 CREATE INDEX conveyor_runs_status ON conveyor_runs (status, id);
+CREATE INDEX conveyor_steps_fanout_waiting ON conveyor_steps (started_at) WHERE status = 'waiting' AND kind IN ('map', 'invoke');
 CREATE INDEX conveyor_waits_event ON conveyor_waits (event_name);

@@ -168,3 +168,27 @@ def test_prune_of_unrouted_events(backend: Storage) -> None:
     backend.events_send([ev("nothing", id="n1"), ev("go", id="g1")])
     assert backend.events_prune(backend.now() + 1, 100) == 1
     assert backend.event_get("n1") is None and backend.event_get("g1") is not None
+
+
+def test_reconciler_resumes_a_parent_whose_count_is_off(backend: Storage) -> None:
+    from conveyor.records import NewChild
+
+    backend.events_send([ev("go", id="p")])
+    [parent] = claim(backend)
+    kids = [NewChild(f"kid{i}", "one", NewEvent(f"kid{i}", "conveyor/map", "1", time.time()), "m", i) for i in range(2)]
+    fan = StepWrite("m", "map", "waiting", 0, 1, children=kids, children_total=2, children_created=2,
+                    started_at=time.time())
+    assert backend.jobs_commit([JobResult(parent.run_id, parent.token, "one", steps=[fan],
+                                          outcome=Suspended(None, "map"))]) == [True]
+    first, second = sorted(claim(backend), key=lambda j: j.run_id)
+    _finish(backend, first.run_id, first.token, Completed("10"))
+    with backend._write() as tx:  # type: ignore[attr-defined]  # simulate a count lost in a crash
+        tx.conn.execute(backend.q["fanout_set_counts"], (0, 0, parent.run_id, "m"))  # type: ignore[attr-defined]
+    _finish(backend, second.run_id, second.token, Completed("20"))
+    assert backend.run_get(parent.run_id).status == "waiting"  # type: ignore[union-attr]  # stuck: 1 of 2
+    assert backend.fanouts_reconcile(backend.now() + 1, 10) == 1
+    [step] = backend.steps_list(parent.run_id)
+    assert step.status == "completed"
+    assert backend.children_outputs(parent.run_id, "m", 0, 10) == ["10", "20"]
+    [again] = claim(backend)
+    assert again.run_id == parent.run_id  # resumed

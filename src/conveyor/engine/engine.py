@@ -249,6 +249,12 @@ class Engine:
             pass
         return total
 
+    def reconcile(self, idle: float = 600.0, batch: int = 100) -> int:
+        """Repair fan-outs whose count is off (a safety net: counting is transactional): parents
+        waiting over ``idle`` seconds are recounted from their children and resumed if all ended."""
+        self.ready()
+        return self.storage.fanouts_reconcile(self.storage.now() - idle, batch)
+
     def purge(self, run_ids: Sequence[str] | None) -> int:
         """Delete dead letters (all, or these failed runs) for good."""
         self.ready()

@@ -237,6 +237,11 @@ class Storage(ABC):
         """Delete these runs (with their children, steps, logs and unused events)."""
 
     @abstractmethod
+    def fanouts_reconcile(self, waited_since: float, limit: int) -> int:
+        """Recount the children of fan-out steps waiting since before ``waited_since`` from their
+        actual statuses, and resolve those whose children all ended; returns how many it resolved."""
+
+    @abstractmethod
     def schedule_advance(
         self, function_id: str, cron: str, timezone: str, now: float,
         plan: Callable[[float, float], tuple[float | None, int, float]],

@@ -620,6 +620,28 @@ class RelationalStorage(Storage):
             conn.execute(q[name], (ids,))
         conn.execute(q["events_delete_unused"], (self._array(events),))
 
+    def fanouts_reconcile(self, waited_since: float, limit: int) -> int:
+        q = self.q
+        stale = self._rows("fanouts_stale", (waited_since, limit))
+        resolved = 0
+        for run_id, step_id in stale:
+            with self._write() as tx:
+                row = tx.conn.execute(q["fanout_lock"], (run_id, step_id)).fetchone()
+                if row is None or row[1] is None:
+                    continue
+                counts = dict(tx.conn.execute(q["children_step_counts"], (run_id, step_id)).fetchall())
+                failed = counts.get("failed", 0) + counts.get("cancelled", 0)
+                ended = counts.get("completed", 0) + failed
+                tx.conn.execute(q["fanout_set_counts"], (ended, failed, run_id, step_id))
+                last = None
+                if row[0] == "invoke" and ended:
+                    child = tx.conn.execute(q["children_outputs"], (run_id, step_id, 0, 1)).fetchone()
+                    error = _dumps({"step_id": step_id, "type": "RunFailed", "message": "the child run failed"})
+                    last = ("failed", None, error) if failed else ("completed", child[0] if child else None, None)
+                if self._maybe_resolve(tx, run_id, step_id, row[0], row[1], ended, failed, last):
+                    resolved += 1
+        return resolved
+
     def schedule_advance(
         self, function_id: str, cron: str, timezone: str, now: float,
         plan: Callable[[float, float], tuple[float | None, int, float]],

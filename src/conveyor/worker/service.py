@@ -319,6 +319,12 @@ class Worker:
                     log.info("pruned %d ended runs older than the retention", pruned)
             except Exception:
                 log.warning("pruning old runs failed; will try again later", exc_info=True)
+            try:
+                repaired = self.engine.reconcile()
+                if repaired:
+                    log.warning("reconciler resumed %d parents whose children had all ended", repaired)
+            except Exception:
+                log.warning("reconciling fan-outs failed; will try again later", exc_info=True)
 
     def _heartbeat_loop(self) -> None:
         interval = max(0.05, self.engine.lease / 3)

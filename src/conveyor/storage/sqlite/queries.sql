@@ -316,3 +316,20 @@ WHERE function_id = ?;
 
 -- name: schedules_list
 SELECT function_id, cron, timezone, last_slot, missed FROM conveyor_schedules ORDER BY function_id;
+
+-- Reconciler: recount the children of fan-out steps that have waited long.
+
+-- name: fanouts_stale
+SELECT run_id, step_id FROM conveyor_steps
+WHERE status = 'waiting' AND kind IN ('map', 'invoke') AND started_at < ?
+ORDER BY started_at LIMIT ?;
+
+-- name: fanout_lock
+SELECT kind, children_total FROM conveyor_steps
+WHERE run_id = ? AND step_id = ? AND status = 'waiting';
+
+-- name: children_step_counts
+SELECT status, count(*) FROM conveyor_runs WHERE parent_id = ? AND parent_step = ? GROUP BY status;
+
+-- name: fanout_set_counts
+UPDATE conveyor_steps SET children_ended = ?, children_failed = ? WHERE run_id = ? AND step_id = ?;

@@ -13,3 +13,6 @@ CREATE TABLE conveyor_schedules (
     missed      INTEGER NOT NULL DEFAULT 0,
     updated_at  DOUBLE PRECISION NOT NULL
 );
+
+-- The reconciler looks for fan-out steps that have waited a long time.
+CREATE INDEX conveyor_steps_fanout_waiting ON conveyor_steps (started_at) WHERE status = 'waiting' AND kind IN ('map', 'invoke');
