@@ -16,8 +16,9 @@ from conveyor.errors import InvalidInput, InvalidState, NotFound, StepError
 from conveyor.executor import codec
 from conveyor.executor.invocation import Invocation, InvocationResult, Sink
 from conveyor.ids import new_id
-from conveyor.records import Failed, NewEvent
+from conveyor.records import Completed, Failed, NewEvent, StepWrite
 from conveyor.storage.base import ClaimedJob, DirectRun, JobResult, RunFilter, RunRow, Storage
+from conveyor.storage.blobs import BlobStore
 from conveyor.types import Backoff, Event, Progress, Run, RunStatus, StepRecord, utc_from_ts
 
 RESERVED_PREFIX = "conveyor/"
@@ -35,7 +36,10 @@ class Engine:
         budget: float = 60.0,
         retention: float | None = 7 * 86400.0,
         cron_catchup: float = 3600.0,
+        blobs: BlobStore | None = None,
     ) -> None:
+        self.blobs = blobs or BlobStore("conveyor-blobs")
+        self.view = _BlobView(storage, self.blobs)
         self.retention = retention
         self.cron_catchup = cron_catchup
         self.storage = storage
@@ -126,16 +130,28 @@ class Engine:
                 event = Event(original.name, codec.loads(original.data), original.id, utc_from_ts(original.ts))
             extra = (StepError.from_dict(data.get("error") or {}),)
         skew = job.skew  # timers run on the database's clock
+        for m in job.memo.values():
+            m.output = self.blobs.resolve(m.output)
+        blobs = self.blobs
+
+        def offloading_sink(write: StepWrite) -> Any:
+            write.output = blobs.offload(write.output)
+            return sink(write)
+
         return Invocation(
             fn=definition.fn, function_id=job.function_id, run_id=job.run_id, event=event,
             clock=(lambda: time.time() + skew) if skew else time.time,
             memo=job.memo, retries=definition.spec.retries, backoff=definition.backoff or self.backoff,
-            sink=sink, new_id=new_id, budget=self.budget, extra_args=extra,
-            view=self.storage, known_functions=self.registry.known(),
+            sink=offloading_sink, new_id=new_id, budget=self.budget, extra_args=extra,
+            view=self.view, known_functions=self.registry.known(),
         )
 
     def result_of(self, job: ClaimedJob, result: InvocationResult) -> JobResult:
         definition = self.registry.get(job.function_id)
+        if result.final_write is not None:
+            result.final_write.output = self.blobs.offload(result.final_write.output)
+        if isinstance(result.outcome, Completed):
+            result.outcome.output = self.blobs.offload(result.outcome.output) or "null"
         return JobResult(
             job.run_id, job.token, job.function_id,
             steps=[result.final_write] if result.final_write else [],
@@ -175,7 +191,7 @@ class Engine:
         if with_steps:
             steps = [
                 StepRecord(
-                    s.id, s.kind, s.status, s.attempts, codec.loads(s.output), codec.loads(s.error),
+                    s.id, s.kind, s.status, s.attempts, codec.loads(self.blobs.resolve(s.output)), codec.loads(s.error),
                     utc_from_ts(s.started_at), utc_from_ts(s.ended_at),
                 )
                 for s in self.storage.steps_list(row.id)
@@ -185,7 +201,7 @@ class Engine:
             progress = self._progress(row.id, [s for s in steps if s.kind in ("map", "invoke")])
         return Run(
             id=row.id, function_id=row.function_id, event_id=row.event_id, status=row.status,
-            output=codec.loads(row.output), error=codec.loads(row.error), steps=steps,
+            output=codec.loads(self.blobs.resolve(row.output)), error=codec.loads(row.error), steps=steps,
             parent_id=row.parent_id, progress=progress, pool=row.pool,
             created_at=utc_from_ts(row.created_at), started_at=utc_from_ts(row.started_at),
             ended_at=utc_from_ts(row.ended_at),
@@ -299,3 +315,20 @@ class Engine:
         if done:
             self.storage.notify()
         return done
+
+
+class _BlobView:
+    """What a running step may read (see ``StorageView``), with large outputs resolved."""
+
+    def __init__(self, storage: Storage, blobs: BlobStore) -> None:
+        self.storage = storage
+        self.blobs = blobs
+
+    def function_exists(self, function_id: str) -> bool:
+        return self.storage.function_exists(function_id)
+
+    def children_outputs(self, run_id: str, step_id: str, offset: int, limit: int) -> list[str | None]:
+        return [self.blobs.resolve(o) for o in self.storage.children_outputs(run_id, step_id, offset, limit)]
+
+    def child_error(self, run_id: str, step_id: str, index: int) -> dict[str, Any] | None:
+        return self.storage.child_error(run_id, step_id, index)

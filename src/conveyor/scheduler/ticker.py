@@ -35,10 +35,12 @@ class Schedule:
 
 
 class CronTicker:
-    def __init__(self, engine: Engine, *, clock: Callable[[], float] | None = None, catchup: float = 3600.0) -> None:
+    def __init__(
+        self, engine: Engine, *, clock: Callable[[], float] | None = None, catchup: float | None = None
+    ) -> None:
         self.engine = engine
         self.clock = clock or engine.storage.now
-        self.catchup = catchup
+        self.catchup = engine.cron_catchup if catchup is None else catchup
 
     def _scheduled(self) -> list[tuple[str, str, str]]:
         out = []

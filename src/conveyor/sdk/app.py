@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import functools
 import inspect
+import os
 import threading
 from collections.abc import Callable, Iterable, Sequence
 from datetime import timedelta
@@ -17,6 +18,7 @@ from conveyor.errors import ConfigError, InvalidInput
 from conveyor.scheduler.ticker import CronTicker, Schedule
 from conveyor.sdk.function import Function, default_id
 from conveyor.storage.base import FunctionSpec, RunFilter
+from conveyor.storage.blobs import BlobStore
 from conveyor.storage.factory import open_storage, resolve_url
 from conveyor.types import Backoff, Concurrency, Event, Run
 from conveyor.worker.drain import drain as _drain
@@ -41,6 +43,8 @@ class Conveyor:
         invocation_budget: float = 60.0,
         retention: timedelta | float | None = timedelta(days=7),
         cron_catchup: timedelta | float = timedelta(hours=1),
+        blob_dir: str | os.PathLike[str] = "conveyor-blobs",
+        blob_threshold: int = 256 * 1024,
     ) -> None:
         if not isinstance(name, str) or not name:
             raise ConfigError("an app needs a non-empty name")
@@ -59,6 +63,7 @@ class Conveyor:
         if not isinstance(catchup, int | float) or catchup < 0:
             raise ConfigError("cron_catchup must be a non-negative timedelta or number of seconds")
         self.cron_catchup = float(catchup)
+        self.blobs = BlobStore(blob_dir, blob_threshold)
         self.functions: dict[str, Function] = {}
         self._registry = Registry()
         self._engine_obj: Engine | None = None
@@ -78,7 +83,7 @@ class Conveyor:
                     self._engine_obj = Engine(
                         storage, self._registry, backoff=self.backoff,
                         lease=self.lease_seconds, budget=self.invocation_budget, retention=self.retention,
-                        cron_catchup=self.cron_catchup,
+                        cron_catchup=self.cron_catchup, blobs=self.blobs,
                     )
                 engine = self._engine_obj
         return engine
