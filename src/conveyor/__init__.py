@@ -13,6 +13,7 @@
 from conveyor.errors import (
     ConfigError,
     ConveyorError,
+    DatabaseUnavailable,
     InvalidInput,
     InvalidState,
     NonDeterminismError,
@@ -49,6 +50,7 @@ __all__ = [
     "Context",
     "Conveyor",
     "ConveyorError",
+    "DatabaseUnavailable",
     "Event",
     "Function",
     "InvalidInput",

@@ -11,6 +11,7 @@ Two families, kept apart on purpose:
       │   └── SerializationError a value that is not JSON-serializable
       ├── NotFound               unknown run, event or function
       ├── InvalidState           cancel a finished run, redrive a live one
+      ├── DatabaseUnavailable    the database did not answer in time
       ├── NonDeterminismError    a replay diverged from the memo
       ├── RunFailed              a run the caller waited on failed or was cancelled
       └── RunTimeout             a run did not end within the caller's timeout
@@ -49,6 +50,12 @@ class InvalidInput(ConveyorError):
 
 class SerializationError(InvalidInput):
     code = "not_serializable"
+
+
+class DatabaseUnavailable(ConveyorError):
+    """The database did not answer (down, unreachable, or out of connections)."""
+
+    code = "database_unavailable"
 
 
 class NotFound(ConveyorError):

@@ -9,6 +9,7 @@ traceback of an unexpected error.
 from __future__ import annotations
 
 import argparse
+import logging
 import os
 import sqlite3
 import sys
@@ -47,6 +48,7 @@ def main(argv: list[str] | None = None) -> int:
     except SystemExit as exc:  # --help, --version, usage errors
         return exc.code if isinstance(exc.code, int) else 2
     handler: Handler = args.handler
+    logging.getLogger("psycopg.pool").setLevel(logging.ERROR)  # one clear error line instead of its retries
     try:
         return handler(args)
     except ConveyorError as exc:

@@ -98,7 +98,11 @@ class CronTicker:
         out = []
         for function_id, expression, tz_name, last, missed in self.engine.storage.schedules_list():
             try:
-                nxt = next(slots_after(parse_cron(expression), max(now, last or now), zone(tz_name)), None)
+                cron, tz = parse_cron(expression), zone(tz_name)
+                nxt = next(slots_after(cron, max(now, last or now), tz), None)
+                # a schedule starts from the moment it was first seen, which is not itself a slot
+                if last is not None and next(slots_after(cron, last - 1, tz), None) != last:
+                    last = None
             except Exception:
                 nxt = None
             out.append(Schedule(

@@ -12,7 +12,7 @@ from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from typing import Any
 
-from conveyor.errors import ConfigError
+from conveyor.errors import ConfigError, DatabaseUnavailable
 from conveyor.records import MemoStep
 from conveyor.storage.base import Listener
 from conveyor.storage.postgres.notify import CHANNEL, PGListener
@@ -41,7 +41,7 @@ except ImportError:  # pragma: no cover - exercised only without the extra
 class PostgresStorage(RelationalStorage):
     migrations_package = PACKAGE
 
-    def __init__(self, url: str, *, min_size: int = 1, max_size: int = 12, timeout: float = 30.0) -> None:
+    def __init__(self, url: str, *, min_size: int = 1, max_size: int = 12, timeout: float = 10.0) -> None:
         if psycopg is None or psycopg_pool is None:
             raise ConfigError(
                 "the PostgreSQL backend needs psycopg 3 and psycopg-pool: pip install 'conveyor[postgres]'"
@@ -61,14 +61,32 @@ class PostgresStorage(RelationalStorage):
     # ---- connections and transactions ---------------------------------------------------------
 
     @contextmanager
+    def _connection(self) -> Iterator[Any]:
+        """A pooled connection, or :class:`DatabaseUnavailable` once the pool's timeout passes."""
+        try:
+            cm = self._pool.connection()
+            conn = cm.__enter__()
+        except psycopg_pool.PoolTimeout:
+            raise DatabaseUnavailable(
+                f"PostgreSQL did not answer within {self._pool.timeout:g}s ({_safe(self.url)})"
+            ) from None
+        try:
+            yield conn
+        except BaseException as exc:
+            if not cm.__exit__(type(exc), exc, exc.__traceback__):
+                raise
+        else:
+            cm.__exit__(None, None, None)
+
+    @contextmanager
     def _write(self, *, durable: bool = True) -> Iterator[Tx]:
-        with self._pool.connection() as conn, conn.transaction():
-            now = conn.execute(_NOW if durable else _NOW_LIGHT).fetchone()[0]  # type: ignore[index]
+        with self._connection() as conn, conn.transaction():
+            now = conn.execute(_NOW if durable else _NOW_LIGHT).fetchone()[0]
             yield Tx(conn, now)
 
     @contextmanager
     def _read(self) -> Iterator[Any]:
-        with self._pool.connection() as conn:
+        with self._connection() as conn:
             yield conn
 
     def _array(self, values: Sequence[str]) -> list[str]:
@@ -104,13 +122,22 @@ class PostgresStorage(RelationalStorage):
         self._pool.close()
 
     def now(self) -> float:
-        with self._pool.connection() as conn:
-            value: float = conn.execute(_NOW).fetchone()[0]  # type: ignore[index]
+        with self._connection() as conn:
+            value: float = conn.execute(_NOW).fetchone()[0]
             return value
 
     def listener(self) -> Listener:
         return PGListener(self.url)
 
     def notify(self) -> None:
-        with self._pool.connection() as conn:
+        with self._connection() as conn:
             conn.execute(f"NOTIFY {CHANNEL}")
+
+
+def _safe(url: str) -> str:
+    """The URL without its password, for messages."""
+    head, sep, tail = url.partition("@")
+    if not sep or ":" not in head.split("//", 1)[-1]:
+        return url
+    scheme, _, cred = head.partition("//")
+    return f"{scheme}//{cred.split(':', 1)[0]}:***@{tail}"
