@@ -192,3 +192,10 @@ def test_reconciler_resumes_a_parent_whose_count_is_off(backend: Storage) -> Non
     assert backend.children_outputs(parent.run_id, "m", 0, 10) == ["10", "20"]
     [again] = claim(backend)
     assert again.run_id == parent.run_id  # resumed
+
+
+def test_claims_are_fair_across_pools(backend: Storage) -> None:
+    backend.events_send([ev("bg.go", id=f"b{i}") for i in range(20)] + [ev("go", id="live")])
+    jobs = claim(backend, limit=4, pools=("background", "default"))
+    assert "default" in {j.pool for j in jobs}  # the one due job of the small pool is not starved
+    assert len(jobs) == 4

@@ -244,12 +244,25 @@ class RelationalStorage(Storage):
         with self._write(durable=False) as tx:
             conn, now = tx.conn, tx.now
             picked: list[str] = []
+            seen: set[str] = set()
             running: dict[str, int] = {}
-            for pool in pools:
-                want = limit - len(picked)
+            # Fair across pools: each pool first gets its share of the free slots (starting from a
+            # rotating pool), then whatever is left goes to the pools that still have due jobs; a
+            # worker serving a million-job "background" pool and a "live" one starves neither.
+            self._rotation: int = (getattr(self, "_rotation", 0) + 1) % max(1, len(pools))
+            order = list(pools[self._rotation:]) + list(pools[:self._rotation])
+            share = max(1, limit // max(1, len(order)))
+            passes = [(p, share) for p in order] + ([(p, limit) for p in order] if len(order) > 1 else [])
+            per_pool: dict[str, int] = {}
+            for pool, cap in passes:
+                want = min(cap, limit - len(picked))
                 if want <= 0:
-                    break
-                for run_id, cgroup, climit in conn.execute(q["jobs_due"], (pool, now, fns, want * 2)).fetchall():
+                    continue
+                taken = 0
+                rows = conn.execute(q["jobs_due"], (pool, now, fns, want * 2 + per_pool.get(pool, 0))).fetchall()
+                for run_id, cgroup, climit in rows:
+                    if run_id in seen:
+                        continue
                     if cgroup is not None:
                         n = running.get(cgroup)
                         if n is None:
@@ -260,7 +273,10 @@ class RelationalStorage(Storage):
                             continue
                         running[cgroup] = n + 1
                     picked.append(run_id)
-                    if len(picked) >= limit:
+                    seen.add(run_id)
+                    taken += 1
+                    per_pool[pool] = per_pool.get(pool, 0) + 1
+                    if taken >= want:
                         break
             if not picked:
                 return claimed
