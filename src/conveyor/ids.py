@@ -29,6 +29,16 @@ def new_id() -> str:
     return "".join(reversed(out))
 
 
+def child_id(parent_run_id: str, step_id: str, index: int) -> str:
+    """The id of a map step's ``index``-th child: deterministic (creating it again after a crash
+    is a no-op) and in creation order, so a batch of children is appended to the indexes rather
+    than scattered across them."""
+    import hashlib
+
+    tag = hashlib.blake2b(step_id.encode(), digest_size=3).hexdigest()
+    return f"{parent_run_id}.{tag}.{index:09d}"
+
+
 def derived_id(*parts: str) -> str:
     """A 26-character id determined by ``parts``: the same parts give the same id (idempotent creation)."""
     import hashlib

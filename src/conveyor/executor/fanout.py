@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING, Any, overload
 from conveyor.errors import StepError
 from conveyor.executor import codec
 from conveyor.executor.ops import FatalRunError
-from conveyor.ids import derived_id
+from conveyor.ids import child_id
 from conveyor.records import NewChild, NewEvent, StepWrite, Suspended
 from conveyor.types import StepKind
 
@@ -112,7 +112,7 @@ def map_step(inv: Invocation, id: str, function: Any, items: Iterable[Any], allo
     for index, item in enumerate(iterator, start=1):
         if index <= done:
             continue  # created before a crash: its batch was committed
-        run_id = derived_id(inv.run_id, sid, str(index - 1))
+        run_id = child_id(inv.run_id, sid, index - 1)
         data = codec.dumps(item, what=f"item {index - 1} of map step {sid!r}")
         batch.append(NewChild(run_id, fid, NewEvent(run_id, "conveyor/map", data, inv.clock()), sid, index - 1))
         if len(batch) >= BATCH:

@@ -143,6 +143,10 @@ class Storage(ABC):
         """The database's clock, in Unix seconds."""
 
     @abstractmethod
+    def maintain(self) -> None:
+        """Periodic housekeeping of the backend (statistics, log size); workers call it."""
+
+    @abstractmethod
     def listener(self) -> Listener:
         """A channel on which this process hears that new work may be due."""
 

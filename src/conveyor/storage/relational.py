@@ -361,10 +361,15 @@ class RelationalStorage(Storage):
                     plain_runs.discard(res.run_id)
             plain = [r for r, ok in zip(results, accepted, strict=True) if ok and r.run_id in plain_runs]
             other = [r for r, ok in zip(results, accepted, strict=True) if ok and r.run_id not in plain_runs]
+            ended: list[tuple[str, str, str, str | None, str | None]] = []
             if plain:
-                self._apply_plain(tx, plain)
+                ended = self._apply_plain(tx, plain)
             for res in other:
                 self._apply_one(tx, res)
+            if ended:
+                # last: the parents' counter rows are the only rows other workers' commits contend
+                # for, so their locks are taken just before COMMIT and held as briefly as possible
+                self._children_ended(tx, ended)
         return accepted
 
     def _fence_many(self, tx: Tx, run_ids: list[str]) -> dict[str, int]:
@@ -376,20 +381,20 @@ class RelationalStorage(Storage):
                 tokens[run_id] = row[0]
         return tokens
 
-    def _apply_plain(self, tx: Tx, results: list[JobResult]) -> None:
+    def _apply_plain(self, tx: Tx, results: list[JobResult]) -> list[tuple[str, str, str, str | None, str | None]]:
+        """Write plain results; returns the children among them that ended, for the caller to count."""
         steps = [_step_row(r.run_id, w) for r in results for w in r.steps]
         if steps:
             self._many(tx, "step_upsert", steps)
         logs = [(r.run_id, lg.step_id, lg.attempt, lg.ts, lg.level, lg.message) for r in results for lg in r.logs]
         if logs:
             self._many(tx, "log_insert", logs)
+        ended: list[tuple[str, str, str, str | None, str | None]] = []
         done = [(r.run_id, r.outcome.output) for r in results if isinstance(r.outcome, Completed)]
         if done:
             outputs = dict(done)
             ended = [(parent_id, parent_step, "completed", outputs[run_id], None)
                      for run_id, parent_id, parent_step in self._complete_many(tx, done) if parent_id and parent_step]
-            if ended:
-                self._children_ended(tx, ended)
         paused = [
             (r.run_id, FAR_FUTURE if r.outcome.run_at is None else r.outcome.run_at,
              "queued" if r.outcome.reason in ("yield", "retry") else "waiting")
@@ -397,6 +402,7 @@ class RelationalStorage(Storage):
         ]
         if paused:
             self._suspend_many(tx, paused)
+        return ended
 
     def _complete_many(self, tx: Tx, done: list[tuple[str, str]]) -> list[tuple[str, str | None, str | None]]:
         """Complete these runs and drop their jobs; ``(run_id, parent_id, parent_step)`` of those completed."""

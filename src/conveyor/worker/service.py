@@ -69,6 +69,7 @@ class Worker:
         self._started = False
         self._db_ok = True
         self.maintenance_interval = 300.0
+        self.housekeeping_interval = 15.0
 
     @property
     def ready(self) -> bool:
@@ -309,10 +310,17 @@ class Worker:
         CronTicker(self.engine, catchup=self.engine.cron_catchup).run(self._stopping)
 
     def _maintenance_loop(self) -> None:
-        """Retention: prune ended runs older than the app's ``retention``, every few minutes."""
-        delay = min(10.0, self.maintenance_interval)
-        while not self._stopping.wait(delay):
-            delay = self.maintenance_interval
+        """Every ``housekeeping_interval``: the backend's housekeeping (statistics, log size); every
+        ``maintenance_interval``: retention (prune ended runs) and the fan-in reconciler."""
+        next_full = time.monotonic() + min(10.0, self.maintenance_interval)
+        while not self._stopping.wait(self.housekeeping_interval):
+            try:
+                self.engine.storage.maintain()
+            except Exception:
+                log.debug("storage housekeeping failed; will try again", exc_info=True)
+            if time.monotonic() < next_full:
+                continue
+            next_full = time.monotonic() + self.maintenance_interval
             try:
                 pruned = self.engine.prune()
                 if pruned:

@@ -119,6 +119,11 @@ class SQLiteStorage(RelationalStorage):
     def _array(self, values: Sequence[str]) -> str:
         return _dumps(list(values))
 
+    def maintain(self) -> None:
+        """Reset the write-ahead log: with writers that never pause, SQLite's automatic
+        checkpoints can copy pages back but never restart the log, which then grows without bound."""
+        self._conn().execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchone()
+
     def listener(self) -> Listener:
         return WakeListener(self.path)
 
