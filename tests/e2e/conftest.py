@@ -7,41 +7,20 @@ command yet, with a ``python -c`` that loads the app and runs ``app.worker().run
 
 from __future__ import annotations
 
-import contextlib
 import importlib.util
 import itertools
-import os
-import signal
-import subprocess
-import sys
 from collections import Counter
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import pytest
+from tests.e2e.helpers import Workers
 
 APPS = Path(__file__).resolve().parent.parent / "apps"
 CRASH_APP = APPS / "crash_app.py"
 _module_names = itertools.count()
-
-
-def _cli_has_worker() -> bool:
-    try:
-        from conveyor.cli.main import build_parser
-    except ImportError:
-        return False
-    try:
-        build_parser().parse_args(["worker", "x:app"])
-    except SystemExit:
-        return False
-    return True
-
-
-FALLBACK_WORKER = (
-    "import sys, conveyor; app = conveyor.load_app(sys.argv[1]); app.worker(concurrency=int(sys.argv[2])).run()"
-)
 
 
 @dataclass
@@ -70,57 +49,6 @@ class StepLog:
         return [p for r, s, _, p in self.lines() if (r, s) == (run_id, step)]
 
 
-@dataclass
-class Workers:
-    db_url: str
-    env: dict[str, str]
-    out_dir: Path
-    procs: list[subprocess.Popen[bytes]] = field(default_factory=list)
-
-    def spawn(self, concurrency: int = 4, **env: str) -> subprocess.Popen[bytes]:
-        spec = f"{CRASH_APP}:app"
-        if _cli_has_worker():
-            argv = [
-                sys.executable,
-                "-m",
-                "conveyor.cli.main",
-                "worker",
-                spec,
-                "--database",
-                self.db_url,
-                "--concurrency",
-                str(concurrency),
-            ]
-        else:
-            argv = [sys.executable, "-c", FALLBACK_WORKER, spec, str(concurrency)]
-        n = len(self.procs)
-        with (
-            open(self.out_dir / f"worker-{n}.out", "wb") as out,
-            open(self.out_dir / f"worker-{n}.err", "wb") as err,
-        ):
-            proc = subprocess.Popen(
-                argv,
-                env={**os.environ, **self.env, **env},
-                stdout=out,
-                stderr=err,
-                cwd=str(APPS.parent.parent),
-            )
-        self.procs.append(proc)
-        return proc
-
-    def stderr(self, proc: subprocess.Popen[bytes]) -> str:
-        n = self.procs.index(proc)
-        return (self.out_dir / f"worker-{n}.err").read_text(errors="replace")[-3000:]
-
-    def kill_all(self) -> None:
-        for proc in self.procs:
-            if proc.poll() is None:
-                with contextlib.suppress(ProcessLookupError):
-                    proc.send_signal(signal.SIGCONT)
-                proc.kill()
-            proc.wait()
-
-
 @pytest.fixture
 def step_log(tmp_path: Path) -> StepLog:
     directory = tmp_path / "steps"
@@ -142,7 +70,7 @@ def crash_env(db_url: str, step_log: StepLog) -> dict[str, str]:
 
 @pytest.fixture
 def workers(db_url: str, crash_env: dict[str, str], tmp_path: Path) -> Iterator[Workers]:
-    pool = Workers(db_url, crash_env, tmp_path)
+    pool = Workers(db_url, crash_env, tmp_path, CRASH_APP)
     yield pool
     pool.kill_all()
 

@@ -11,16 +11,14 @@ from __future__ import annotations
 
 import importlib.util
 import itertools
-import os
 import signal
-import subprocess
-import sys
 from collections import Counter
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
+from tests.e2e.helpers import Workers
 
 pytestmark = pytest.mark.slow
 
@@ -54,36 +52,6 @@ class Logs:
         return [(r, int(c), d, int(p)) for r, c, d, p in self._lines("reduce")]
 
 
-class Procs:
-    def __init__(self, db_url: str, env: dict[str, str], out_dir: Path) -> None:
-        self.db_url = db_url
-        self.env = env
-        self.out_dir = out_dir
-        self.procs: list[subprocess.Popen[bytes]] = []
-
-    def spawn(self, pool: str, concurrency: int = CONCURRENCY) -> subprocess.Popen[bytes]:
-        argv = [
-            sys.executable, "-m", "conveyor.cli.main", "worker", f"{FANOUT_APP}:app",
-            "--database", self.db_url, "--pool", pool, "--concurrency", str(concurrency),
-        ]
-        n = len(self.procs)
-        with open(self.out_dir / f"worker-{n}.out", "wb") as out, open(self.out_dir / f"worker-{n}.err", "wb") as err:
-            proc = subprocess.Popen(argv, env={**os.environ, **self.env}, stdout=out, stderr=err,
-                                    cwd=str(APPS.parent.parent))
-        self.procs.append(proc)
-        return proc
-
-    def stderr(self, proc: subprocess.Popen[bytes]) -> str:
-        n = self.procs.index(proc)
-        return (self.out_dir / f"worker-{n}.err").read_text(errors="replace")[-3000:]
-
-    def kill_all(self) -> None:
-        for proc in self.procs:
-            if proc.poll() is None:
-                proc.kill()
-            proc.wait()
-
-
 @pytest.fixture
 def logs(tmp_path: Path) -> Logs:
     directory = tmp_path / "fanout-logs"
@@ -102,8 +70,8 @@ def fanout_env(db_url: str, logs: Logs) -> dict[str, str]:
 
 
 @pytest.fixture
-def procs(db_url: str, fanout_env: dict[str, str], tmp_path: Path) -> Iterator[Procs]:
-    pool = Procs(db_url, fanout_env, tmp_path)
+def procs(db_url: str, fanout_env: dict[str, str], tmp_path: Path) -> Iterator[Workers]:
+    pool = Workers(db_url, fanout_env, tmp_path, FANOUT_APP)
     yield pool
     pool.kill_all()
 
@@ -127,9 +95,9 @@ def fanout_app(monkeypatch: pytest.MonkeyPatch, fanout_env: dict[str, str]) -> I
 def test_sigkill_during_child_completion_fans_in_once(fanout_app, procs, logs, wait_until, child_seconds) -> None:
     app = fanout_app.app
     procs.env["FANOUT_CHILD_SECONDS"] = child_seconds
-    reducer = procs.spawn("reduce", concurrency=2)  # never killed: a reduce body is never cut short
+    reducer = procs.spawn(concurrency=2, pool="reduce")  # never killed: a reduce body is never cut short
     event_id = app.send("fanout.start", {"count": N_CHILDREN}, id="fanout-crash-1")
-    child_worker = procs.spawn("default")
+    child_worker = procs.spawn(concurrency=CONCURRENCY, pool="default")
 
     def parent():
         runs = app.runs_for_event(event_id)
@@ -157,7 +125,7 @@ def test_sigkill_during_child_completion_fans_in_once(fanout_app, procs, logs, w
         child_worker.send_signal(signal.SIGKILL)
         child_worker.wait(timeout=10)
         kills += 1
-        child_worker = procs.spawn("default")
+        child_worker = procs.spawn(concurrency=CONCURRENCY, pool="default")
     assert kills >= 3, f"only {kills} kills landed before the parent completed: the test is too fast to mean much"
 
     final = wait_until(
