@@ -51,7 +51,7 @@ class PostgresStorage(RelationalStorage):
         self.q = load_queries(PACKAGE)
         self._pool = psycopg_pool.ConnectionPool(
             url, min_size=min_size, max_size=max_size, timeout=timeout, open=False,
-            kwargs={"autocommit": True, "connect_timeout": 5}, name="conveyor", configure=_configure,
+            kwargs={"autocommit": True, "connect_timeout": 5}, name="conveyor",
         )
         try:
             self._pool.open(wait=False)
@@ -128,7 +128,11 @@ class PostgresStorage(RelationalStorage):
 
     def maintain(self) -> None:
         """Keep the queue tables' statistics fresh and their dead rows reclaimed, whether or not
-        the server's autovacuum is on: one worker at a time (an advisory lock), never blocking."""
+        the server's autovacuum is on: one worker at a time (an advisory lock), never blocking.
+
+        Fresh statistics also replace the cached plans of prepared statements: a queue's tables go
+        from empty to millions of rows in minutes, and a plan made while they were empty (a scan)
+        must not outlive that."""
         with self._connection() as conn:
             if not conn.execute("SELECT pg_try_advisory_lock(4242002)").fetchone()[0]:
                 return
@@ -144,12 +148,6 @@ class PostgresStorage(RelationalStorage):
     def notify(self) -> None:
         with self._connection() as conn:
             conn.execute(f"NOTIFY {CHANNEL}")
-
-
-def _configure(conn: Any) -> None:
-    """Plan every statement for its parameters: a queue's tables go from empty to millions of
-    rows in minutes, and a generic plan cached while they were empty (a scan) would stay."""
-    conn.execute("SET plan_cache_mode = force_custom_plan")
 
 
 def _safe(url: str) -> str:
