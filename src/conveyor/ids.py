@@ -37,15 +37,3 @@ def child_id(parent_run_id: str, step_id: str, index: int) -> str:
 
     tag = hashlib.blake2b(step_id.encode(), digest_size=3).hexdigest()
     return f"{parent_run_id}.{tag}.{index:09d}"
-
-
-def derived_id(*parts: str) -> str:
-    """A 26-character id determined by ``parts``: the same parts give the same id (idempotent creation)."""
-    import hashlib
-
-    value = int.from_bytes(hashlib.blake2b("\x1f".join(parts).encode(), digest_size=16).digest(), "big") >> 2
-    out = []
-    for _ in range(26):
-        out.append(_ALPHABET[value & 31])
-        value >>= 5
-    return "".join(reversed(out))

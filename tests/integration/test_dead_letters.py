@@ -156,6 +156,17 @@ def test_redrive_all(app, tally) -> None:
     assert tally["prepare"] == 3
 
 
+def test_redrive_with_a_bad_id_redrives_none(app, tally) -> None:
+    _register_fixable(app, tally, Switch())
+    event_id = app.send("dlq.fixable")
+    app.drain(timeout=20)
+    dead = only_run(app, event_id)
+    with pytest.raises(conveyor.NotFound):
+        app.redrive([dead.id, "no-such-run"])
+    assert app.get_run(dead.id).status == "failed"  # not half done: the good id was not redriven either
+    assert [r.id for r in app.dead_letters()] == [dead.id]
+
+
 def test_replay_failed_run_continues_same_run(app, tally) -> None:
     fixed = Switch()
     _register_fixable(app, tally, fixed)

@@ -8,7 +8,6 @@ import os
 import subprocess
 import sys
 import textwrap
-import time
 
 import conveyor
 
@@ -117,10 +116,15 @@ def test_two_worker_processes_share_one_database(app, db_url, tmp_path, wait_unt
 
 SCHEMA_RACE_SCRIPT = textwrap.dedent(
     """
-    import sys, time
+    import os, sys, time
     import conveyor
-    url, go, event_id = sys.argv[1], float(sys.argv[2]), sys.argv[3]
-    time.sleep(max(0.0, go - time.time()))
+    url, gate, event_id = sys.argv[1], sys.argv[2], sys.argv[3]
+    open(os.path.join(gate, "ready-" + event_id), "w").close()
+    deadline = time.monotonic() + 30
+    while not os.path.exists(os.path.join(gate, "go")):  # released together by the test
+        if time.monotonic() > deadline:
+            sys.exit("never released")
+        time.sleep(0.001)
     app = conveyor.Conveyor("race", database=url)
     app.send("shared.race", {"from": event_id}, id=event_id)
     app.close()
@@ -128,15 +132,19 @@ SCHEMA_RACE_SCRIPT = textwrap.dedent(
 )
 
 
-def test_many_processes_creating_the_schema_at_once(db_url) -> None:
-    go = time.time() + 1.5  # all start their first use at the same moment
+def test_many_processes_creating_the_schema_at_once(db_url, tmp_path, wait_until) -> None:
+    gate = tmp_path / "gate"
+    gate.mkdir()
     procs = [
         subprocess.Popen(
-            [sys.executable, "-c", SCHEMA_RACE_SCRIPT, db_url, str(go), f"evt-{i}"],
+            [sys.executable, "-c", SCHEMA_RACE_SCRIPT, db_url, str(gate), f"evt-{i}"],
             stderr=subprocess.PIPE,
         )
         for i in range(4)
     ]
+    # all four have imported and are waiting: release them at once into their first use
+    wait_until(lambda: len(list(gate.glob("ready-*"))) == 4, timeout=60, message="4 processes ready")
+    (gate / "go").touch()
     errors = []
     for p in procs:
         _, err = p.communicate(timeout=60)

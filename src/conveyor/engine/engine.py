@@ -174,10 +174,6 @@ class Engine:
             raise NotFound(f"no run with id {run_id!r}")
         return self._run(row, with_steps=True)
 
-    def run_row(self, run_id: str) -> RunRow | None:
-        self.ready()
-        return self.storage.run_get(run_id)
-
     def list_runs(self, flt: RunFilter) -> list[Run]:
         self.ready()
         if flt.status is not None and flt.status not in RUN_STATUSES:
@@ -303,15 +299,13 @@ class Engine:
                 cursor = rows[-1].id
         else:
             ids = list(run_ids)
-        done = []
-        for run_id in ids:
-            if self.storage.run_requeue(run_id, ("failed",)):
-                done.append(run_id)
-            elif run_ids is not None:
+            for run_id in ids:  # check them all first: a bad id redrives none
                 row = self.storage.run_get(run_id)
                 if row is None:
                     raise NotFound(f"no run with id {run_id!r}")
-                raise InvalidState(f"run {run_id} is {row.status}, not failed; only dead letters are redriven")
+                if row.status != "failed":
+                    raise InvalidState(f"run {run_id} is {row.status}, not failed; only dead letters are redriven")
+        done = [run_id for run_id in ids if self.storage.run_requeue(run_id, ("failed",))]
         if done:
             self.storage.notify()
         return done

@@ -89,7 +89,6 @@ def map_step(inv: Invocation, id: str, function: Any, items: Iterable[Any], allo
     from conveyor.executor.steps import target_id
 
     sid = inv.step_id(id)
-    inv._map_steps.add(sid)
     memo = inv.lookup(sid, StepKind.MAP)
     if memo is not None and memo.status in ("completed", "failed"):
         if memo.status == "failed" and not allow_failures:
@@ -98,7 +97,7 @@ def map_step(inv: Invocation, id: str, function: Any, items: Iterable[Any], allo
     if memo is not None and memo.status == "waiting":
         raise inv.suspend(Suspended(None, "map"))
     fid = target_id(function)
-    inv.require_function(sid, fid)
+    inv.require_function(sid, StepKind.MAP, fid)
     try:
         iterator = iter(items)
     except TypeError:

@@ -107,7 +107,6 @@ class Invocation:
         self._started = 0.0
         self._suspend: Suspend | None = None
         self._event_dict: dict[str, Any] | None = None
-        self._map_steps: set[str] = set()
         self._pending: Ack | None = None
 
     # ---- running ---------------------------------------------------------------------------
@@ -281,20 +280,17 @@ class Invocation:
         if not ok:
             raise LeaseLost(self.run_id)
 
-    def require_function(self, sid: str, function_id: str) -> None:
+    def require_function(self, sid: str, kind: StepKind, function_id: str) -> None:
         """A step that starts runs of an unknown function fails now, for good."""
         if function_id in self.known_functions:
             return
         if self.view is not None and self.view.function_exists(function_id):
             return
         message = f"unknown function {function_id!r}: no app has registered it with this database"
-        self.emit(StepWrite(sid, self.memo_kind_of(sid), "failed", 1, self.next_seq(None),
+        self.emit(StepWrite(sid, kind, "failed", 1, self.next_seq(None),
                             error={"step_id": sid, "type": "NotFound", "message": message},
                             started_at=self.clock(), ended_at=self.clock()))
         raise StepError(sid, "NotFound", message)
-
-    def memo_kind_of(self, sid: str) -> str:
-        return StepKind.MAP if sid in self._map_steps else StepKind.INVOKE
 
     def maybe_yield(self) -> None:
         now = self.clock()

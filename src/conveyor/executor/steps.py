@@ -142,7 +142,7 @@ class SyncSteps:
         now = inv.clock()
         payload = codec.dumps({} if data is None else data, what=f"the data of invoke step {sid!r}")
         child = NewChild(inv.new_id(), fid, NewEvent(f"{inv.run_id}/{sid}", "conveyor/invoke", payload, now), sid)
-        inv.require_function(sid, fid)
+        inv.require_function(sid, StepKind.INVOKE, fid)
         write = StepWrite(sid, StepKind.INVOKE, "waiting", 0, inv.next_seq(None), started_at=now,
                           children=[child], children_total=1)
         raise inv.suspend(Suspended(None, "invoke"), write)

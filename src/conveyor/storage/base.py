@@ -194,9 +194,6 @@ class Storage(ABC):
     def run_get(self, run_id: str) -> RunRow | None: ...
 
     @abstractmethod
-    def runs_get(self, run_ids: Sequence[str]) -> list[RunRow]: ...
-
-    @abstractmethod
     def runs_list(self, flt: RunFilter) -> list[RunRow]: ...
 
     @abstractmethod

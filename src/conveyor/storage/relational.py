@@ -84,6 +84,7 @@ class RelationalStorage(Storage):
     q: dict[str, str]
     migrations_package: str
     integrity_errors: tuple[type[BaseException], ...] = ()
+    _rotation = 0  # which pool a claim starts from (see jobs_claim)
 
     @abstractmethod
     def _write(self, *, durable: bool = True) -> AbstractContextManager[Tx]:
@@ -249,7 +250,7 @@ class RelationalStorage(Storage):
             # Fair across pools: each pool first gets its share of the free slots (starting from a
             # rotating pool), then whatever is left goes to the pools that still have due jobs; a
             # worker serving a million-job "background" pool and a "live" one starves neither.
-            self._rotation: int = (getattr(self, "_rotation", 0) + 1) % max(1, len(pools))
+            self._rotation = (self._rotation + 1) % max(1, len(pools))
             order = list(pools[self._rotation:]) + list(pools[:self._rotation])
             share = max(1, limit // max(1, len(order)))
             passes = [(p, share) for p in order] + ([(p, limit) for p in order] if len(order) > 1 else [])
@@ -560,9 +561,6 @@ class RelationalStorage(Storage):
     def run_get(self, run_id: str) -> RunRow | None:
         row = self._row("run_get", (run_id,))
         return None if row is None else RunRow(*row)
-
-    def runs_get(self, run_ids: Sequence[str]) -> list[RunRow]:
-        return [r for r in (self.run_get(i) for i in run_ids) if r is not None]
 
     def runs_list(self, flt: RunFilter) -> list[RunRow]:
         if flt.event_id is not None:

@@ -24,7 +24,7 @@ from concurrent.futures import Future
 from typing import Any
 
 from conveyor.engine.engine import Engine
-from conveyor.executor.invocation import Invocation
+from conveyor.executor.invocation import Invocation, InvocationResult
 from conveyor.executor.ops import LeaseLost
 from conveyor.ids import new_id
 from conveyor.records import StepWrite
@@ -238,21 +238,22 @@ class Worker:
     def _run_sync(self, job: ClaimedJob, inv: Invocation) -> None:
         try:
             result = inv.run()
-        except LeaseLost:
-            return self._forget(job.run_id)
-        except BaseException:
-            log.exception("invocation of run %s crashed", job.run_id)
-            return self._forget(job.run_id)
-        self._done_executing()
-        self._committer.submit(self.engine.result_of(job, result))
+        except BaseException as exc:
+            return self._finished(job, None, exc)
+        self._finished(job, result, None)
 
     async def _run_async(self, job: ClaimedJob, inv: Invocation) -> None:
         try:
             result = await inv.arun()
-        except LeaseLost:
-            return self._forget(job.run_id)
-        except BaseException:
-            log.exception("invocation of run %s crashed", job.run_id)
+        except BaseException as exc:
+            return self._finished(job, None, exc)
+        self._finished(job, result, None)
+
+    def _finished(self, job: ClaimedJob, result: InvocationResult | None, error: BaseException | None) -> None:
+        """An invocation returned: hand its result to the committer, or drop the job if it was lost."""
+        if result is None:
+            if not isinstance(error, LeaseLost):
+                log.error("invocation of run %s crashed", job.run_id, exc_info=error)
             return self._forget(job.run_id)
         self._done_executing()
         self._committer.submit(self.engine.result_of(job, result))
