@@ -43,6 +43,7 @@ class NewChild:
     event: NewEvent
     parent_step: str
     index: int = 0
+    pool: str | None = None  # the pool that serves it (None: the function's own pool)
 
 
 @dataclass(slots=True)

@@ -1,3 +1,4 @@
+CREATE TABLE conveyor_endpoints ( url TEXT PRIMARY KEY, pool TEXT NOT NULL, functions TEXT NOT NULL, -- JSON list of function ids served there concurrency INTEGER NOT NULL, -- invocations in flight at most rate REAL, -- invocations started per second at most (NULL: no limit) timeout REAL NOT NULL, -- seconds a request may take registered_at REAL NOT NULL, seen_at REAL NOT NULL );
 CREATE TABLE conveyor_events ( id TEXT PRIMARY KEY, name TEXT NOT NULL, data TEXT NOT NULL, ts REAL NOT NULL );
 CREATE TABLE conveyor_functions ( id TEXT PRIMARY KEY, pool TEXT NOT NULL, retries INTEGER NOT NULL, concurrency_limit INTEGER, concurrency_key TEXT, cron TEXT, has_on_failure INTEGER NOT NULL DEFAULT 0, updated_at REAL NOT NULL );
 CREATE TABLE conveyor_jobs ( run_id TEXT PRIMARY KEY, pool TEXT NOT NULL, function_id TEXT NOT NULL, run_at REAL NOT NULL, token INTEGER NOT NULL DEFAULT 0, lease_expires REAL, worker TEXT, cgroup TEXT, climit INTEGER ) WITHOUT ROWID;

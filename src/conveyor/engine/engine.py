@@ -11,18 +11,20 @@ import time
 from collections.abc import Sequence
 from typing import Any
 
+from conveyor.engine.prepare import InvocationInput, build_invocation, invocation_input, unknown_function
 from conveyor.engine.registry import Registry
-from conveyor.errors import InvalidInput, InvalidState, NotFound, StepError
+from conveyor.errors import InvalidInput, InvalidState, NotFound
 from conveyor.executor import codec
 from conveyor.executor.invocation import Invocation, InvocationResult, Sink
 from conveyor.ids import new_id
-from conveyor.records import Completed, Failed, NewEvent, StepWrite
+from conveyor.records import Completed, Failed, LogRecord, NewEvent, Outcome, StepWrite
 from conveyor.storage.base import ClaimedJob, DirectRun, JobResult, RunFilter, RunRow, Storage
 from conveyor.storage.blobs import BlobStore
-from conveyor.types import Backoff, Event, Progress, Run, RunStatus, StepRecord, utc_from_ts
+from conveyor.types import Backoff, Progress, Run, RunStatus, StepRecord, utc_from_ts
 
 RESERVED_PREFIX = "conveyor/"
 RUN_STATUSES = frozenset(s.value for s in RunStatus)
+MAX_NAME = 256  # characters in an event name or id
 
 
 class Engine:
@@ -81,7 +83,18 @@ class Engine:
             event_id = new_id()
         elif not isinstance(event_id, str) or not event_id:
             raise InvalidInput("an event id must be a non-empty string")
-        return NewEvent(event_id, name, codec.dumps(data, what=f"the data of event {name!r}"), time.time())
+        for what, text in (("name", name), ("id", event_id)):
+            if len(text) > MAX_NAME:
+                raise InvalidInput(f"an event {what} must be at most {MAX_NAME} characters")
+            if "\x00" in text:
+                raise InvalidInput(f"an event {what} must not contain NUL characters")
+        payload = codec.dumps(data, what=f"the data of event {name!r}")
+        for what, text in (("name", name), ("id", event_id), ("data", payload)):
+            try:
+                text.encode()
+            except UnicodeEncodeError:
+                raise InvalidInput(f"the event {what} is not valid Unicode (a lone surrogate)") from None
+        return NewEvent(event_id, name, payload, time.time())
 
     def send(self, events: Sequence[NewEvent]) -> list[str]:
         self.ready()
@@ -89,73 +102,76 @@ class Engine:
         self.storage.notify()
         return [e.id for e in events]
 
-    def start_run(self, function_id: str, data: Any) -> str:
+    def start_run(self, function_id: str, data: Any, pool: str | None = None) -> str:
+        """Start a run of ``function_id`` (on ``pool`` rather than the function's own, if given)."""
         self.ready()
         if self.registry.get(function_id) is None:
             raise NotFound(f"unknown function {function_id!r}")
+        if pool is not None and (not isinstance(pool, str) or not pool):
+            raise InvalidInput("pool must be a non-empty string")
         run_id = new_id()
         payload = codec.dumps({} if data is None else data, what=f"the data for {function_id!r}")
         event = NewEvent(run_id, "conveyor/invoke", payload, time.time())
-        self.storage.runs_start([DirectRun(run_id, function_id, event)])
+        self.storage.runs_start([DirectRun(run_id, function_id, event, pool)])
         self.storage.notify()
         return run_id
 
     # ---- execution ----------------------------------------------------------------------------
 
-    def claim(self, worker: str, pools: Sequence[str], limit: int, lease: float | None = None) -> list[ClaimedJob]:
+    def claim(
+        self, worker: str, pools: Sequence[str], limit: int, lease: float | None = None,
+        functions: Sequence[str] | None = None,
+    ) -> list[ClaimedJob]:
+        """Lease due jobs of ``pools`` for ``functions`` (default: this registry's functions)."""
         self.ready()
         before = time.time()
-        jobs = self.storage.jobs_claim(worker, pools, self.registry.ids(), limit, lease or self.lease)
+        fns = self.registry.ids() if functions is None else functions
+        jobs = self.storage.jobs_claim(worker, pools, fns, limit, lease or self.lease)
         for job in jobs:  # the database clock minus ours, measured from before the claim: never early
             job.skew = job.db_now - before if job.db_now else 0.0
         return jobs
 
-    def next_due(self, pools: Sequence[str]) -> float | None:
-        return self.storage.jobs_next_due(pools, self.registry.ids())
+    def next_due(self, pools: Sequence[str], functions: Sequence[str] | None = None) -> float | None:
+        return self.storage.jobs_next_due(pools, self.registry.ids() if functions is None else functions)
 
     def prepare(self, job: ClaimedJob, sink: Sink) -> Invocation | JobResult:
         """The invocation that advances this job, or at once the result if it cannot run."""
-        definition = self.registry.get(job.function_id)
-        if definition is None:
-            return JobResult(job.run_id, job.token, job.function_id, outcome=Failed({
-                "step_id": None, "type": "NotFound",
-                "message": f"function {job.function_id!r} is not registered in this worker's app",
-            }))
-        data = codec.loads(job.event_data)
-        event = Event(name=job.event_name, data=data, id=job.event_id, ts=utc_from_ts(job.event_ts))
-        extra: tuple[Any, ...] = ()
-        if definition.failure_handler_of is not None:
-            original = self.storage.event_get(data.get("event_id", ""))
-            if original is not None:
-                event = Event(original.name, codec.loads(original.data), original.id, utc_from_ts(original.ts))
-            extra = (StepError.from_dict(data.get("error") or {}),)
-        skew = job.skew  # timers run on the database's clock
-        for m in job.memo.values():
-            m.output = self.blobs.resolve(m.output)
+        if self.registry.get(job.function_id) is None:
+            return JobResult(job.run_id, job.token, job.function_id, outcome=unknown_function(job.function_id))
         blobs = self.blobs
 
         def offloading_sink(write: StepWrite) -> Any:
             write.output = blobs.offload(write.output)
             return sink(write)
 
-        return Invocation(
-            fn=definition.fn, function_id=job.function_id, run_id=job.run_id, event=event,
-            clock=(lambda: time.time() + skew) if skew else time.time,
-            memo=job.memo, retries=definition.spec.retries, backoff=definition.backoff or self.backoff,
-            sink=offloading_sink, new_id=new_id, budget=self.budget, extra_args=extra,
-            view=self.view, known_functions=self.registry.known(),
+        built = build_invocation(
+            self.registry, self.invocation_input(job), offloading_sink,
+            backoff=self.backoff, budget=self.budget, view=self.view,
         )
+        if isinstance(built, Failed):
+            return JobResult(job.run_id, job.token, job.function_id, outcome=built)
+        return built
+
+    def invocation_input(self, job: ClaimedJob) -> InvocationInput:
+        """The database's half of an invocation (a push dispatcher sends it to an endpoint)."""
+        return invocation_input(job, self.storage, self.blobs)
+
+    def job_result(
+        self, job: ClaimedJob, steps: list[StepWrite], outcome: Outcome | None, logs: list[LogRecord], *,
+        on_failure: bool,
+    ) -> JobResult:
+        """What an invocation reported, with large outputs offloaded to the blob store."""
+        for write in steps:
+            write.output = self.blobs.offload(write.output)
+        if isinstance(outcome, Completed):
+            outcome.output = self.blobs.offload(outcome.output) or "null"
+        return JobResult(job.run_id, job.token, job.function_id, steps=steps, outcome=outcome, logs=logs,
+                         on_failure=on_failure)
 
     def result_of(self, job: ClaimedJob, result: InvocationResult) -> JobResult:
         definition = self.registry.get(job.function_id)
-        if result.final_write is not None:
-            result.final_write.output = self.blobs.offload(result.final_write.output)
-        if isinstance(result.outcome, Completed):
-            result.outcome.output = self.blobs.offload(result.outcome.output) or "null"
-        return JobResult(
-            job.run_id, job.token, job.function_id,
-            steps=[result.final_write] if result.final_write else [],
-            outcome=result.outcome, logs=result.logs,
+        return self.job_result(
+            job, [result.final_write] if result.final_write else [], result.outcome, result.logs,
             on_failure=bool(definition and definition.spec.has_on_failure),
         )
 
@@ -174,13 +190,14 @@ class Engine:
             raise NotFound(f"no run with id {run_id!r}")
         return self._run(row, with_steps=True)
 
-    def list_runs(self, flt: RunFilter) -> list[Run]:
+    def list_runs(self, flt: RunFilter, *, with_steps: bool = True) -> list[Run]:
+        """Runs newest first; without steps (and progress) when only a summary is needed."""
         self.ready()
         if flt.status is not None and flt.status not in RUN_STATUSES:
-            raise InvalidInput(f"unknown run status {flt.status!r}")
+            raise InvalidInput(f"unknown run status {flt.status!r}; one of {', '.join(sorted(RUN_STATUSES))}")
         if not isinstance(flt.limit, int) or flt.limit < 1:
             raise InvalidInput("limit must be a positive integer")
-        return [self._run(r, with_steps=True) for r in self.storage.runs_list(flt)]
+        return [self._run(r, with_steps=with_steps) for r in self.storage.runs_list(flt)]
 
     def _run(self, row: RunRow, *, with_steps: bool) -> Run:
         steps = []
@@ -286,29 +303,45 @@ class Engine:
     def dead_letters(self, limit: int) -> list[Run]:
         return self.list_runs(RunFilter(status="failed", limit=limit))
 
-    def redrive(self, run_ids: Sequence[str] | None) -> list[str]:
+    def redrive_any(self, run_ids: Sequence[str]) -> list[str]:
+        """Redrive those of these runs that are still dead letters; skip the rest."""
         self.ready()
-        if run_ids is None:
-            ids: list[str] = []
-            cursor = None
-            while True:
-                rows = self.storage.runs_list(RunFilter(status="failed", before=cursor, limit=1000))
-                if not rows:
-                    break
-                ids.extend(r.id for r in rows)
-                cursor = rows[-1].id
-        else:
-            ids = list(run_ids)
-            for run_id in ids:  # check them all first: a bad id redrives none
-                row = self.storage.run_get(run_id)
-                if row is None:
-                    raise NotFound(f"no run with id {run_id!r}")
-                if row.status != "failed":
-                    raise InvalidState(f"run {run_id} is {row.status}, not failed; only dead letters are redriven")
-        done = [run_id for run_id in ids if self.storage.run_requeue(run_id, ("failed",))]
+        done = [run_id for run_id in run_ids if self.storage.run_requeue(run_id, ("failed",))]
         if done:
             self.storage.notify()
         return done
+
+    def dead_letter_ids(self, function: str | None = None, limit: int | None = None) -> list[str]:
+        """Ids of failed runs (of one function), newest first."""
+        self.ready()
+        ids: list[str] = []
+        cursor = None
+        while limit is None or len(ids) < limit:
+            page = 1000 if limit is None else min(1000, limit - len(ids))
+            rows = self.storage.runs_list(RunFilter(function=function, status="failed", before=cursor, limit=page))
+            ids.extend(r.id for r in rows)
+            if len(rows) < page:
+                break
+            cursor = rows[-1].id
+        return ids
+
+    def redrive(self, run_ids: Sequence[str] | None) -> list[str]:
+        self.ready()
+        if run_ids is None:
+            ids = self.dead_letter_ids()
+        else:
+            ids = list(run_ids)
+            self.check_dead_letters(ids)  # a bad id redrives none
+        return self.redrive_any(ids)
+
+    def check_dead_letters(self, run_ids: Sequence[str]) -> None:
+        """Raise unless every one of these runs exists and is a dead letter (failed)."""
+        for run_id in run_ids:
+            row = self.storage.run_get(run_id)
+            if row is None:
+                raise NotFound(f"no run with id {run_id!r}")
+            if row.status != "failed":
+                raise InvalidState(f"run {run_id} is {row.status}, not failed; only dead letters are redriven")
 
 
 class _BlobView:
@@ -326,3 +359,4 @@ class _BlobView:
 
     def child_error(self, run_id: str, step_id: str, index: int) -> dict[str, Any] | None:
         return self.storage.child_error(run_id, step_id, index)
+

@@ -82,7 +82,9 @@ class MapResults(Sequence[Any]):
         return f"<MapResults step={self._step_id!r} len={self._total}>"
 
 
-def map_step(inv: Invocation, id: str, function: Any, items: Iterable[Any], allow_failures: bool) -> Any:
+def map_step(
+    inv: Invocation, id: str, function: Any, items: Iterable[Any], allow_failures: bool, pool: str | None = None
+) -> Any:
     """Create one child run per item, ``BATCH`` at a time, each batch committed with a count of the
     children created so far: a crashed creator resumes after the last committed batch, and the
     items are never all in memory. Then suspend until the last child ends."""
@@ -113,7 +115,7 @@ def map_step(inv: Invocation, id: str, function: Any, items: Iterable[Any], allo
             continue  # created before a crash: its batch was committed
         run_id = child_id(inv.run_id, sid, index - 1)
         data = codec.dumps(item, what=f"item {index - 1} of map step {sid!r}")
-        batch.append(NewChild(run_id, fid, NewEvent(run_id, "conveyor/map", data, inv.clock()), sid, index - 1))
+        batch.append(NewChild(run_id, fid, NewEvent(run_id, "conveyor/map", data, inv.clock()), sid, index - 1, pool))
         if len(batch) >= BATCH:
             inv.checkpoint(StepWrite(sid, StepKind.MAP, "creating", 0, seq, started_at=started, children=batch,
                                      children_created=index))

@@ -81,8 +81,14 @@ class Invocation:
         extra_args: tuple[Any, ...] = (),
         view: StorageView | None = None,
         known_functions: frozenset[str] = frozenset(),
+        yield_after_write: bool = False,
     ) -> None:
         self.view = view
+        # push mode: run at most one new step body (or one map batch) per invocation, so that
+        # an endpoint that dies or times out repeats at most one step; the final return after
+        # that step is still part of the invocation
+        self.yield_after_write = yield_after_write
+        self._wrote = False
         self.known_functions = known_functions
         self.fn = fn
         self.function_id = function_id
@@ -247,6 +253,7 @@ class Invocation:
         self._visited.add(write.id)
         self.steps_run += 1
         self.current_step = None
+        self._wrote = True
         ack = self.sink(write)
         if ack is not None:
             self._pending = ack
@@ -258,6 +265,7 @@ class Invocation:
             write.wake_at, write.seq, write.started_at, write.children_total, write.children_created,
         )
         self._visited.add(write.id)
+        self._wrote = True
         ack = self.sink(write)
         if ack is not None:
             self._pending = ack
@@ -268,10 +276,12 @@ class Invocation:
         pending, self._pending = self._pending, None
         if pending is not None and not pending.result():
             raise LeaseLost(self.run_id)
+        self._yield_if_written()
 
     async def asettle(self) -> None:
         pending, self._pending = self._pending, None
         if pending is None:
+            self._yield_if_written()
             return
         if isinstance(pending, concurrent.futures.Future):
             ok = await asyncio.wrap_future(pending)
@@ -279,6 +289,11 @@ class Invocation:
             ok = await asyncio.to_thread(pending.result)
         if not ok:
             raise LeaseLost(self.run_id)
+        self._yield_if_written()
+
+    def _yield_if_written(self) -> None:
+        if self.yield_after_write and self._wrote:
+            raise self.suspend(Suspended(self.clock(), "yield"))
 
     def require_function(self, sid: str, kind: StepKind, function_id: str) -> None:
         """A step that starts runs of an unknown function fails now, for good."""

@@ -41,6 +41,12 @@ def target_id(function: Any) -> str:
     return fid
 
 
+def pool_name(pool: Any) -> str | None:
+    if pool is None or (isinstance(pool, str) and pool):
+        return pool
+    raise FatalRunError({"step_id": None, "type": "InvalidInput", "message": "pool must be a non-empty string"})
+
+
 def _path_value(doc: dict[str, Any], path: str) -> Any:
     value: Any = doc
     for part in path.removeprefix("event.").split("."):
@@ -129,8 +135,11 @@ class SyncSteps:
         )
         raise inv.suspend(Suspended(expires, "wait"), write)
 
-    def invoke(self, id: str, function: Any, data: Any = None) -> Any:
-        """Start a run of ``function`` with ``data``, suspend, and return its output."""
+    def invoke(self, id: str, function: Any, data: Any = None, *, pool: str | None = None) -> Any:
+        """Start a run of ``function`` with ``data``, suspend, and return its output.
+
+        ``pool`` sends the run to another pool than the function's own (e.g. a push endpoint
+        that serves background work)."""
         inv = self._inv
         sid = inv.step_id(id)
         memo = inv.lookup(sid, StepKind.INVOKE)
@@ -139,9 +148,11 @@ class SyncSteps:
         if memo is not None:
             raise inv.suspend(Suspended(None, "invoke"))
         fid = target_id(function)
+        pool = pool_name(pool)
         now = inv.clock()
         payload = codec.dumps({} if data is None else data, what=f"the data of invoke step {sid!r}")
-        child = NewChild(inv.new_id(), fid, NewEvent(f"{inv.run_id}/{sid}", "conveyor/invoke", payload, now), sid)
+        child = NewChild(inv.new_id(), fid, NewEvent(f"{inv.run_id}/{sid}", "conveyor/invoke", payload, now), sid,
+                         pool=pool)
         inv.require_function(sid, StepKind.INVOKE, fid)
         write = StepWrite(sid, StepKind.INVOKE, "waiting", 0, inv.next_seq(None), started_at=now,
                           children=[child], children_total=1)
@@ -166,16 +177,19 @@ class SyncSteps:
         inv.maybe_yield()
         return eid
 
-    def map(self, id: str, function: Any, items: Iterable[Any], *, allow_failures: bool = False) -> Any:
+    def map(
+        self, id: str, function: Any, items: Iterable[Any], *, allow_failures: bool = False, pool: str | None = None
+    ) -> Any:
         """One child run of ``function`` per item; suspends until every child ended.
 
         Returns the outputs in item order as a lazy sequence. If a child failed it raises
         ``StepError`` (after all ended), unless ``allow_failures=True``: then a failed
         child's output is ``None`` and ``results.failures()`` lists ``(index, error)``.
+        ``pool`` sends the children to another pool than the function's own.
         """
         from conveyor.executor.fanout import map_step
 
-        return map_step(self._inv, id, function, items, allow_failures)
+        return map_step(self._inv, id, function, items, allow_failures, pool_name(pool))
 
 
 class AsyncSteps(SyncSteps):

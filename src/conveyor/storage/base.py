@@ -38,6 +38,7 @@ class DirectRun:
     run_id: str
     function_id: str
     event: NewEvent
+    pool: str | None = None  # the pool that serves it (None: the function's own pool)
 
 
 @dataclass(slots=True)
@@ -67,7 +68,8 @@ class JobResult:
     outcome: Outcome | None = None  # None: intermediate checkpoint only
     logs: list[LogRecord] = field(default_factory=list)
     on_failure: bool = False  # the function has a handler to start if the run fails
-    release: bool = False  # give the job back now (worker stopping)
+    release: bool = False  # give the job back (worker stopping, push delivery failed)
+    delay: float = 0.0  # with ``release``: the job is due again this many seconds from now
     ack: Any = None  # a concurrent.futures.Future the committer resolves with the fence's verdict
 
 
@@ -115,8 +117,45 @@ class RunFilter:
     status: str | None = None
     event_id: str | None = None
     parent_id: str | None = None
-    before: str | None = None  # run id cursor: runs older than this one
+    before: str | None = None  # run id cursor: runs older than this one (a parent's children: after it)
     limit: int = 100
+
+
+@dataclass(frozen=True, slots=True)
+class FunctionRow:
+    """A function as the database knows it (registered by some app)."""
+
+    spec: FunctionSpec
+    updated_at: float
+
+
+@dataclass(frozen=True, slots=True)
+class EventCursor:
+    """Where a page of events (newest first) ends: the last event's time and id."""
+
+    ts: float
+    id: str
+
+
+@dataclass(frozen=True, slots=True)
+class PoolBacklog:
+    pool: str
+    due: int  # jobs whose time has come (leased ones included)
+    oldest_due_at: float | None  # the earliest run_at among them
+
+
+@dataclass(frozen=True, slots=True)
+class Endpoint:
+    """A push endpoint: an HTTP service that advances the runs of ``pool`` for ``functions``."""
+
+    url: str
+    pool: str
+    functions: tuple[str, ...]
+    concurrency: int = 16
+    rate: float | None = None
+    timeout: float = 300.0
+    registered_at: float = 0.0
+    seen_at: float = 0.0
 
 
 class Listener(Protocol):
@@ -254,6 +293,30 @@ class Storage(ABC):
     @abstractmethod
     def schedules_list(self) -> list[tuple[str, str, str, float | None, int]]:
         """``(function_id, cron, timezone, last_slot, missed)`` of every schedule."""
+
+    # ---- listing (HTTP API, dashboard) ---------------------------------------------------------
+    @abstractmethod
+    def functions_list(self) -> list[FunctionRow]:
+        """Every function some app registered, with its triggers, by id."""
+
+    @abstractmethod
+    def events_list(self, name: str | None, before: EventCursor | None, limit: int) -> list[EventRow]:
+        """Events newest first (by time, then id), optionally of one name, after a cursor."""
+
+    @abstractmethod
+    def pools_backlog(self, now: float) -> list[PoolBacklog]:
+        """Per pool: how many jobs are due at ``now``, and the oldest due time."""
+
+    # ---- push endpoints -----------------------------------------------------------------------
+    @abstractmethod
+    def endpoint_register(self, endpoint: Endpoint) -> None:
+        """Insert or update the endpoint with this URL."""
+
+    @abstractmethod
+    def endpoints_list(self) -> list[Endpoint]: ...
+
+    @abstractmethod
+    def endpoint_remove(self, url: str) -> bool: ...
 
     @abstractmethod
     def events_prune(self, before: float, limit: int) -> int:

@@ -22,9 +22,13 @@ from conveyor.records import Completed, Failed, MemoStep, NewChild, NewEvent, St
 from conveyor.storage.base import (
     ClaimedJob,
     DirectRun,
+    Endpoint,
+    EventCursor,
     EventRow,
+    FunctionRow,
     FunctionSpec,
     JobResult,
+    PoolBacklog,
     RunFilter,
     RunRow,
     StepRow,
@@ -146,14 +150,52 @@ class RelationalStorage(Storage):
                     tx.conn.execute(q["trigger_insert"], (name, s.id))
 
     def events_send(self, events: Sequence[NewEvent]) -> list[bool]:
+        """Set-based: the events in one statement where the backend can, then every run and job of
+        the batch in one pipelined statement each, then the waits that the new events match."""
         with self._write() as tx:
-            return [self._send(tx, ev) for ev in events]
+            conn, q = tx.conn, self.q
+            fresh = self._insert_events(tx, events)
+            out: list[bool] = []
+            new: list[NewEvent] = []
+            runs, jobs = [], []
+            for ev in events:
+                if ev.id not in fresh:
+                    out.append(False)
+                    continue
+                fresh.discard(ev.id)  # a repeated id in the batch is stored once
+                out.append(True)
+                new.append(ev)
+                routes = tx.routes.get(ev.name)
+                if routes is None:
+                    routes = tx.routes[ev.name] = conn.execute(q["routes_for_event"], (ev.name,)).fetchall()
+                for fid, pool, limit, key in routes:
+                    run_id = new_id()
+                    runs.append((run_id, fid, ev.id, pool, None, None, None, None, tx.now))
+                    jobs.append((run_id, pool, fid, tx.now, _concurrency_group(fid, limit, key, ev.data), limit))
+            if runs:
+                self._many(tx, "run_insert", runs)
+                self._many(tx, "job_insert", jobs)
+            if new:
+                if tx.waited_names is None:
+                    tx.waited_names = {r[0] for r in conn.execute(q["waited_event_names"])}
+                for ev in new:
+                    if ev.name in tx.waited_names:
+                        self._match_waits(tx, ev)
+            return out
+
+    def _insert_events(self, tx: Tx, events: Sequence[NewEvent]) -> set[str]:
+        """Insert the events (known ids are ignored); returns the ids that were new."""
+        fresh = set()
+        for ev in events:
+            if tx.conn.execute(self.q["event_insert"], (ev.id, ev.name, ev.data, ev.ts)).rowcount:
+                fresh.add(ev.id)
+        return fresh
 
     def runs_start(self, runs: Sequence[DirectRun]) -> None:
         with self._write() as tx:
             for r in runs:
                 tx.conn.execute(self.q["event_insert"], (r.event.id, r.event.name, r.event.data, r.event.ts))
-                self._create_run(tx, r.run_id, r.function_id, r.event.id, r.event.data)
+                self._create_run(tx, r.run_id, r.function_id, r.event.id, r.event.data, pool=r.pool)
 
     def _send(self, tx: Tx, ev: NewEvent) -> bool:
         conn, q = tx.conn, self.q
@@ -198,12 +240,12 @@ class RelationalStorage(Storage):
 
     def _create_run(
         self, tx: Tx, run_id: str, fid: str, event_id: str, data: str, *,
-        parent: tuple[str, str, int] | None = None, failure_of: str | None = None,
+        parent: tuple[str, str, int] | None = None, failure_of: str | None = None, pool: str | None = None,
     ) -> None:
         fn = self._function(tx, fid)
         if fn is None:
             raise NotFound(f"unknown function {fid!r}: no app has registered it with this database")
-        pool = fn[0]
+        pool = pool or fn[0]
         p_id, p_step, index = parent or (None, None, None)
         cur = tx.conn.execute(self.q["run_insert"], (
             run_id, fid, event_id, pool, p_id, p_step, index, failure_of, tx.now))
@@ -218,6 +260,7 @@ class RelationalStorage(Storage):
             if fn is None:
                 raise NotFound(f"unknown function {child.function_id!r}: no app has registered it with this database")
             pool, limit, key, _ = fn
+            pool = child.pool or pool
             ev = child.event
             events.append((ev.id, ev.name, ev.data, ev.ts))
             runs.append((child.run_id, child.function_id, ev.id, pool, parent_id, child.parent_step, child.index,
@@ -441,7 +484,7 @@ class RelationalStorage(Storage):
         if res.outcome is not None:
             self._apply_outcome(tx, res)
         elif res.release:
-            conn.execute(q["job_release"], (tx.now, res.run_id))
+            conn.execute(q["job_release"], (tx.now + max(0.0, res.delay), res.run_id))
             conn.execute(q["run_set_status"], ("queued", res.run_id))
 
     def _write_step(self, tx: Tx, run_id: str, w: StepWrite) -> None:
@@ -699,3 +742,45 @@ class RelationalStorage(Storage):
             ev = tx.conn.execute(q["run_event_data"], (run_id,)).fetchone()
             self._enqueue(tx, run_id, fid, pool, ev[0] if ev else "{}", tx.now)
             return True
+
+    # ---- listing ------------------------------------------------------------------------------
+
+    def functions_list(self) -> list[FunctionRow]:
+        triggers: dict[str, list[str]] = {}
+        for event_name, fid in self._rows("triggers_all", ()):
+            triggers.setdefault(fid, []).append(event_name)
+        return [
+            FunctionRow(FunctionSpec(
+                id=fid, pool=pool, triggers=tuple(triggers.get(fid, ())), retries=retries,
+                concurrency_limit=limit, concurrency_key=key, cron=cron, has_on_failure=bool(on_failure),
+            ), updated_at)
+            for fid, pool, retries, limit, key, cron, on_failure, updated_at in self._rows("functions_all", ())
+        ]
+
+    def events_list(self, name: str | None, before: EventCursor | None, limit: int) -> list[EventRow]:
+        params = {"name": name, "ts": before.ts if before else None, "id": before.id if before else None,
+                  "limit": limit}
+        with self._read() as conn:
+            return [EventRow(*r) for r in conn.execute(self.q["events_recent"], params).fetchall()]
+
+    def pools_backlog(self, now: float) -> list[PoolBacklog]:
+        return [PoolBacklog(pool, int(n), oldest) for pool, n, oldest in self._rows("pools_backlog", (now,))]
+
+    # ---- push endpoints -----------------------------------------------------------------------
+
+    def endpoint_register(self, endpoint: Endpoint) -> None:
+        e = endpoint
+        with self._write() as tx:
+            tx.conn.execute(self.q["endpoint_upsert"], (
+                e.url, e.pool, _dumps(list(e.functions)), e.concurrency, e.rate, e.timeout, tx.now, tx.now,
+            ))
+
+    def endpoints_list(self) -> list[Endpoint]:
+        return [
+            Endpoint(url, pool, tuple(json.loads(functions)), concurrency, rate, timeout, registered, seen)
+            for url, pool, functions, concurrency, rate, timeout, registered, seen in self._rows("endpoints_all", ())
+        ]
+
+    def endpoint_remove(self, url: str) -> bool:
+        with self._write() as tx:
+            return bool(tx.conn.execute(self.q["endpoint_delete"], (url,)).rowcount)

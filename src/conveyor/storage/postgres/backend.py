@@ -13,7 +13,7 @@ from contextlib import contextmanager
 from typing import Any
 
 from conveyor.errors import ConfigError, DatabaseUnavailable
-from conveyor.records import MemoStep
+from conveyor.records import MemoStep, NewEvent
 from conveyor.storage.base import Listener
 from conveyor.storage.postgres.notify import CHANNEL, PGListener
 from conveyor.storage.relational import RelationalStorage, Tx, _memo_step
@@ -93,6 +93,23 @@ class PostgresStorage(RelationalStorage):
         return list(values)
 
     # ---- set-based batch verbs (one round trip for a batch) -----------------------------------
+
+    def _many(self, tx: Tx, name: str, rows: Sequence[Sequence[Any]]) -> None:
+        """Many rows in one statement over arrays where the query has a bulk twin."""
+        bulk = self.q.get(f"{name}_unnest")
+        if bulk is None or len(rows) < 2:
+            super()._many(tx, name, rows)
+            return
+        tx.conn.execute(bulk, [list(column) for column in zip(*rows, strict=True)])
+
+    def _insert_events(self, tx: Tx, events: Sequence[NewEvent]) -> set[str]:
+        cols: tuple[list[Any], ...] = ([], [], [], [])
+        for ev in events:
+            cols[0].append(ev.id)
+            cols[1].append(ev.name)
+            cols[2].append(ev.data)
+            cols[3].append(ev.ts)
+        return {r[0] for r in tx.conn.execute(self.q["events_insert_many"], cols).fetchall()}
 
     def _lease_many(self, tx: Tx, run_ids: list[str], worker: str, expires: float) -> list[tuple[Any, ...]]:
         params = (expires, expires, worker, run_ids, tx.now, tx.now)

@@ -43,6 +43,11 @@ FROM conveyor_functions WHERE id = %s;
 -- name: event_insert
 INSERT INTO conveyor_events (id, name, data, ts) VALUES (%s, %s, %s, %s) ON CONFLICT DO NOTHING;
 
+-- name: events_insert_many
+INSERT INTO conveyor_events (id, name, data, ts)
+SELECT * FROM unnest(%s::text[], %s::text[], %s::text[], %s::float8[])
+ON CONFLICT DO NOTHING RETURNING id;
+
 -- name: event_get
 SELECT id, name, data, ts FROM conveyor_events WHERE id = %s;
 
@@ -55,6 +60,27 @@ ON CONFLICT DO NOTHING;
 -- name: job_insert
 INSERT INTO conveyor_jobs (run_id, pool, function_id, run_at, cgroup, climit)
 VALUES (%s, %s, %s, %s, %s, %s)
+ON CONFLICT (run_id) DO UPDATE SET run_at = LEAST(conveyor_jobs.run_at, excluded.run_at)
+WHERE conveyor_jobs.lease_expires IS NULL;
+
+-- Bulk twins of the three inserts above, one statement for many rows (see Backend._many).
+
+-- name: event_insert_unnest
+INSERT INTO conveyor_events (id, name, data, ts)
+SELECT * FROM unnest(%s::text[], %s::text[], %s::text[], %s::float8[])
+ON CONFLICT DO NOTHING;
+
+-- name: run_insert_unnest
+INSERT INTO conveyor_runs
+    (id, function_id, event_id, status, pool, parent_id, parent_step, child_index, failure_of, created_at)
+SELECT id, fid, eid, 'queued', pool, par, pstep, idx, fail, ts
+FROM unnest(%s::text[], %s::text[], %s::text[], %s::text[], %s::text[], %s::text[], %s::int[], %s::text[],
+            %s::float8[]) AS t(id, fid, eid, pool, par, pstep, idx, fail, ts)
+ON CONFLICT DO NOTHING;
+
+-- name: job_insert_unnest
+INSERT INTO conveyor_jobs (run_id, pool, function_id, run_at, cgroup, climit)
+SELECT * FROM unnest(%s::text[], %s::text[], %s::text[], %s::float8[], %s::text[], %s::int[])
 ON CONFLICT (run_id) DO UPDATE SET run_at = LEAST(conveyor_jobs.run_at, excluded.run_at)
 WHERE conveyor_jobs.lease_expires IS NULL;
 
@@ -236,7 +262,7 @@ WITH a AS (SELECT %s::text AS par, %s::text AS fn, %s::text AS st, %s::text AS b
 SELECT r.id, r.function_id, r.event_id, r.status, r.pool, r.output, r.error, r.parent_id, r.created_at, r.started_at, r.ended_at
 FROM conveyor_runs r, a
 WHERE r.parent_id = a.par AND (a.fn IS NULL OR r.function_id = a.fn) AND (a.st IS NULL OR r.status = a.st)
-  AND (a.bf IS NULL OR r.id < a.bf)
+  AND (a.bf IS NULL OR (r.parent_step, r.child_index) > (SELECT c.parent_step, c.child_index FROM conveyor_runs c WHERE c.id = a.bf))
 ORDER BY r.parent_step, r.child_index LIMIT (SELECT lim FROM a);
 
 -- name: runs_by_function
@@ -390,3 +416,37 @@ SELECT status, count(*) FROM conveyor_runs WHERE parent_id = %s AND parent_step 
 
 -- name: fanout_set_counts
 UPDATE conveyor_steps SET children_ended = %s, children_failed = %s WHERE run_id = %s AND step_id = %s;
+
+-- Listing for the HTTP API and the dashboard.
+
+-- name: functions_all
+SELECT id, pool, retries, concurrency_limit, concurrency_key, cron, has_on_failure, updated_at
+FROM conveyor_functions ORDER BY id;
+
+-- name: triggers_all
+SELECT event_name, function_id FROM conveyor_triggers ORDER BY event_name;
+
+-- name: events_recent
+SELECT id, name, data, ts FROM conveyor_events
+WHERE (%(name)s::text IS NULL OR name = %(name)s::text)
+  AND (%(ts)s::float8 IS NULL OR ts < %(ts)s::float8 OR (ts = %(ts)s::float8 AND id < %(id)s::text))
+ORDER BY ts DESC, id DESC LIMIT %(limit)s;
+
+-- name: pools_backlog
+SELECT pool, count(*), min(run_at) FROM conveyor_jobs WHERE run_at <= %s GROUP BY pool;
+
+-- Push endpoints.
+
+-- name: endpoint_upsert
+INSERT INTO conveyor_endpoints (url, pool, functions, concurrency, rate, timeout, registered_at, seen_at)
+VALUES (%s, %s, %s, %s, %s, %s, %s, %s)
+ON CONFLICT (url) DO UPDATE SET
+    pool = excluded.pool, functions = excluded.functions, concurrency = excluded.concurrency,
+    rate = excluded.rate, timeout = excluded.timeout, seen_at = excluded.seen_at;
+
+-- name: endpoints_all
+SELECT url, pool, functions, concurrency, rate, timeout, registered_at, seen_at
+FROM conveyor_endpoints ORDER BY pool, url;
+
+-- name: endpoint_delete
+DELETE FROM conveyor_endpoints WHERE url = %s;

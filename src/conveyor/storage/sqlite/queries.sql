@@ -229,8 +229,8 @@ ORDER BY id DESC LIMIT ?5;
 SELECT id, function_id, event_id, status, pool, output, error, parent_id, created_at, started_at, ended_at
 FROM conveyor_runs
 WHERE parent_id = ?1 AND (?2 IS NULL OR function_id = ?2) AND (?3 IS NULL OR status = ?3)
-  AND (?4 IS NULL OR id < ?4)
-ORDER BY child_index LIMIT ?5;
+  AND (?4 IS NULL OR (parent_step, child_index) > (SELECT parent_step, child_index FROM conveyor_runs WHERE id = ?4))
+ORDER BY parent_step, child_index LIMIT ?5;
 
 -- name: runs_by_function
 SELECT id, function_id, event_id, status, pool, output, error, parent_id, created_at, started_at, ended_at
@@ -333,3 +333,36 @@ SELECT status, count(*) FROM conveyor_runs WHERE parent_id = ? AND parent_step =
 
 -- name: fanout_set_counts
 UPDATE conveyor_steps SET children_ended = ?, children_failed = ? WHERE run_id = ? AND step_id = ?;
+
+-- Listing for the HTTP API and the dashboard.
+
+-- name: functions_all
+SELECT id, pool, retries, concurrency_limit, concurrency_key, cron, has_on_failure, updated_at
+FROM conveyor_functions ORDER BY id;
+
+-- name: triggers_all
+SELECT event_name, function_id FROM conveyor_triggers ORDER BY event_name;
+
+-- name: events_recent
+SELECT id, name, data, ts FROM conveyor_events
+WHERE (:name IS NULL OR name = :name) AND (:ts IS NULL OR ts < :ts OR (ts = :ts AND id < :id))
+ORDER BY ts DESC, id DESC LIMIT :limit;
+
+-- name: pools_backlog
+SELECT pool, count(*), min(run_at) FROM conveyor_jobs WHERE run_at <= ? GROUP BY pool;
+
+-- Push endpoints.
+
+-- name: endpoint_upsert
+INSERT INTO conveyor_endpoints (url, pool, functions, concurrency, rate, timeout, registered_at, seen_at)
+VALUES (?, ?, ?, ?, ?, ?, ?, ?)
+ON CONFLICT (url) DO UPDATE SET
+    pool = excluded.pool, functions = excluded.functions, concurrency = excluded.concurrency,
+    rate = excluded.rate, timeout = excluded.timeout, seen_at = excluded.seen_at;
+
+-- name: endpoints_all
+SELECT url, pool, functions, concurrency, rate, timeout, registered_at, seen_at
+FROM conveyor_endpoints ORDER BY pool, url;
+
+-- name: endpoint_delete
+DELETE FROM conveyor_endpoints WHERE url = ?;
