@@ -280,10 +280,17 @@ def test_worker_refuses_an_app_bound_to_another_database(cli: Run, url: str) -> 
     assert not database_exists(url)
 
 
-def test_dev_help_says_the_dashboard_is_not_in_this_build(cli: Run) -> None:
-    code, out, _ = cli("dev", "--help", database=False)
-    assert code == 0
-    assert "--port" in out and "not part of this build" in " ".join(out.split())
+def test_dev_and_server_help_list_the_http_options(cli: Run) -> None:
+    for command in ("dev", "server"):
+        code, out, _ = cli(command, "--help", database=False)
+        assert code == 0
+        for option in ("--port", "--host", "--event-key", "--api-token", "--signing-key"):
+            assert option in out
+
+
+def test_server_refuses_a_public_address_without_keys(cli: Run) -> None:
+    code, _, err = cli("server", "--host", "0.0.0.0", "--port", "0")
+    assert_user_error(code, err, "without event keys or API tokens")
 
 
 def test_dev_with_a_bad_app_spec_fails_clearly(cli: Run) -> None:

@@ -18,7 +18,7 @@ from collections.abc import Callable
 
 from rich.markup import escape
 
-from conveyor.cli import dlq, events, runs, serve
+from conveyor.cli import dlq, endpoints, events, runs, serve, server
 from conveyor.cli.common import stderr_console
 from conveyor.errors import ConveyorError
 
@@ -28,15 +28,17 @@ Handler = Callable[[argparse.Namespace], int]
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="conveyor",
-        description="Conveyor: durable background functions on SQLite.",
+        description="Conveyor: durable background functions on SQLite or PostgreSQL.",
         epilog="--database defaults to $CONVEYOR_DATABASE_URL, then sqlite:///conveyor.db.",
     )
     parser.add_argument("--version", action="version", version=f"conveyor {_version()}")
     commands = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
     serve.add_parsers(commands)
+    server.add_parsers(commands)
     events.add_parsers(commands)
     runs.add_parser(commands)
     dlq.add_parser(commands)
+    endpoints.add_parser(commands)
     return parser
 
 

@@ -1,6 +1,6 @@
-"""``conveyor worker MODULE:APP`` and ``conveyor dev MODULE:APP``.
+"""``conveyor worker MODULE:APP``.
 
-Both run a pull worker in the foreground; ``Worker.run()`` stops cleanly on
+It runs a pull worker in the foreground; ``Worker.run()`` stops cleanly on
 SIGTERM/SIGINT by itself, after which the command exits 0.
 """
 
@@ -20,7 +20,7 @@ from conveyor.cli.common import database_parent, load_user_app, positive_int, st
 DEFAULT_PORT = 8288
 
 
-def _configure_logging() -> None:
+def configure_logging() -> None:
     """Worker logs to stderr: level from CONVEYOR_LOG_LEVEL (default INFO); JSON lines with
     CONVEYOR_LOG_FORMAT=json. The connection pool's per-attempt warnings are quieted: the
     worker itself says once that the database is unreachable, and once that it is back."""
@@ -75,42 +75,11 @@ def add_parsers(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -
     )
     p.set_defaults(handler=cmd_worker)
 
-    p = commands.add_parser(
-        "dev",
-        parents=[db],
-        help="migrate, then serve every pool of MODULE:APP in one process",
-        description="Development mode: migrate the database, then run a worker for every "
-        "pool of MODULE:APP in one process (due sleeps, retries and timeouts included). The "
-        "HTTP API and dashboard are not part of this build yet; --port is accepted for "
-        "forward compatibility and unused.",
-    )
-    p.add_argument("app", metavar="MODULE:APP")
-    p.add_argument(
-        "--port",
-        type=int,
-        default=DEFAULT_PORT,
-        help=f"HTTP port (default {DEFAULT_PORT}; no HTTP server in this build yet)",
-    )
-    p.add_argument(
-        "--concurrency",
-        metavar="N",
-        type=positive_int,
-        default=None,
-        help="runs advanced at the same time",
-    )
-    p.set_defaults(handler=cmd_dev)
-
 
 def cmd_worker(args: argparse.Namespace) -> int:
     app = load_user_app(args.app, args.database)
     pools: list[str] | None = list(args.pools) if args.pools else None
     return _run(app, args.app, pools, args.concurrency, mode="worker")
-
-
-def cmd_dev(args: argparse.Namespace) -> int:
-    app = load_user_app(args.app, args.database)
-    app.migrate()
-    return _run(app, args.app, None, args.concurrency, mode="dev")
 
 
 def _run(
@@ -121,7 +90,7 @@ def _run(
     *,
     mode: str,
 ) -> int:
-    _configure_logging()
+    configure_logging()
     functions = app.functions
     served = sorted({f.pool for f in functions.values()}) if pools is None else sorted(pools)
     worker = (

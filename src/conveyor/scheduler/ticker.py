@@ -36,17 +36,27 @@ class Schedule:
 
 class CronTicker:
     def __init__(
-        self, engine: Engine, *, clock: Callable[[], float] | None = None, catchup: float | None = None
+        self, engine: Engine, *, clock: Callable[[], float] | None = None, catchup: float | None = None,
+        from_database: bool = False,
     ) -> None:
         self.engine = engine
         self.clock = clock or engine.storage.now
         self.catchup = engine.cron_catchup if catchup is None else catchup
+        self.from_database = from_database  # every scheduled function of the database, not only this app's
 
     def _scheduled(self) -> list[tuple[str, str, str]]:
+        if self.from_database:
+            specs = [row.spec for row in self.engine.storage.functions_list()]
+        else:
+            specs = [d.spec for d in self.engine.registry.functions.values()]
         out = []
-        for d in self.engine.registry.functions.values():
-            if d.spec.cron:
-                out.append((d.id, d.spec.cron, d.timezone or "UTC"))
+        for spec in specs:
+            if spec.cron:
+                head, _, rest = spec.cron.partition(" ")
+                if head.startswith("TZ="):  # how a function's time zone is stored with its cron
+                    out.append((spec.id, rest, head[3:]))
+                else:
+                    out.append((spec.id, spec.cron, "UTC"))
         return out
 
     def tick(self) -> list[tuple[str, float]]:

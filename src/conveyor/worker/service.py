@@ -28,6 +28,7 @@ from conveyor.executor.invocation import Invocation, InvocationResult
 from conveyor.executor.ops import LeaseLost
 from conveyor.ids import new_id
 from conveyor.records import StepWrite
+from conveyor.scheduler.maintenance import run_maintenance
 from conveyor.scheduler.ticker import CronTicker
 from conveyor.storage.base import ClaimedJob, JobResult
 from conveyor.worker.committer import Committer
@@ -311,29 +312,7 @@ class Worker:
         CronTicker(self.engine, catchup=self.engine.cron_catchup).run(self._stopping)
 
     def _maintenance_loop(self) -> None:
-        """Every ``housekeeping_interval``: the backend's housekeeping (statistics, log size); every
-        ``maintenance_interval``: retention (prune ended runs) and the fan-in reconciler."""
-        next_full = time.monotonic() + min(10.0, self.maintenance_interval)
-        while not self._stopping.wait(self.housekeeping_interval):
-            try:
-                self.engine.storage.maintain()
-            except Exception:
-                log.debug("storage housekeeping failed; will try again", exc_info=True)
-            if time.monotonic() < next_full:
-                continue
-            next_full = time.monotonic() + self.maintenance_interval
-            try:
-                pruned = self.engine.prune()
-                if pruned:
-                    log.info("pruned %d ended runs older than the retention", pruned)
-            except Exception:
-                log.warning("pruning old runs failed; will try again later", exc_info=True)
-            try:
-                repaired = self.engine.reconcile()
-                if repaired:
-                    log.warning("reconciler resumed %d parents whose children had all ended", repaired)
-            except Exception:
-                log.warning("reconciling fan-outs failed; will try again later", exc_info=True)
+        run_maintenance(self.engine, self._stopping, self.housekeeping_interval, self.maintenance_interval)
 
     def _heartbeat_loop(self) -> None:
         interval = max(0.05, self.engine.lease / 3)
