@@ -89,12 +89,13 @@ class Function:
     def __call__(self, *args: Any, **kwargs: Any) -> Any:
         return self.fn(*args, **kwargs)
 
-    def invoke(self, data: Any = None) -> RunHandle:
-        """Start a run of this function with ``data`` as its event data."""
-        return RunHandle(self.app, self.app._engine().start_run(self.id, data))
+    def invoke(self, data: Any = None, pool: str | None = None) -> RunHandle:
+        """Start a run of this function with ``data`` as its event data (on ``pool`` rather than
+        the function's own pool, if given: e.g. a push endpoint that serves background work)."""
+        return RunHandle(self.app, self.app._engine("invoke()").start_run(self.id, data, pool))
 
-    async def ainvoke(self, data: Any = None) -> RunHandle:
-        return await asyncio.to_thread(self.invoke, data)
+    async def ainvoke(self, data: Any = None, pool: str | None = None) -> RunHandle:
+        return await asyncio.to_thread(self.invoke, data, pool)
 
     def on_failure(self, handler: Callable[..., Any]) -> Callable[..., Any]:
         """Register ``handler(ctx, error)``: runs once, durably, each time a run of this function fails."""
