@@ -23,6 +23,7 @@ from conveyor.errors import (
     RunFailed,
     RunTimeout,
     SerializationError,
+    ServerUnavailable,
     StepError,
 )
 from conveyor.executor.context import Context
@@ -67,6 +68,7 @@ __all__ = [
     "RunTimeout",
     "Schedule",
     "SerializationError",
+    "ServerUnavailable",
     "StepError",
     "StepRecord",
     "Worker",

@@ -12,6 +12,7 @@ Two families, kept apart on purpose:
       ├── NotFound               unknown run, event or function
       ├── InvalidState           cancel a finished run, redrive a live one
       ├── DatabaseUnavailable    the database did not answer in time
+      │   └── ServerUnavailable  an HTTP producer's server did not accept a call in time
       ├── NonDeterminismError    a replay diverged from the memo
       ├── RunFailed              a run the caller waited on failed or was cancelled
       └── RunTimeout             a run did not end within the caller's timeout
@@ -56,6 +57,14 @@ class DatabaseUnavailable(ConveyorError):
     """The database did not answer (down, unreachable, or out of connections)."""
 
     code = "database_unavailable"
+
+
+class ServerUnavailable(DatabaseUnavailable):
+    """An app that sends over HTTP could not reach the Conveyor server (or it stayed
+    overloaded) within its ``send_timeout``. A ``DatabaseUnavailable``: the server is
+    where this app's events are stored."""
+
+    code = "server_unavailable"
 
 
 class NotFound(ConveyorError):

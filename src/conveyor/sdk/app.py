@@ -17,6 +17,8 @@ from conveyor.engine.registry import FunctionDef, Registry
 from conveyor.errors import ConfigError, InvalidInput
 from conveyor.scheduler.ticker import CronTicker, Schedule
 from conveyor.sdk.function import Function, default_id
+from conveyor.sdk.producer import Producer, http_producer
+from conveyor.sdk.push import ServesPush
 from conveyor.storage.base import FunctionSpec, RunFilter
 from conveyor.storage.blobs import BlobStore
 from conveyor.storage.factory import open_storage, resolve_url
@@ -25,12 +27,18 @@ from conveyor.worker.drain import drain as _drain
 from conveyor.worker.service import Worker
 
 
-class Conveyor:
+class Conveyor(ServesPush):
     """An application: a set of durable functions and the database that holds their runs.
 
     ``database`` is a URL (``sqlite:///relative.db``, ``sqlite:////absolute.db``);
     by default ``CONVEYOR_DATABASE_URL``, else ``sqlite:///conveyor.db``. The schema
     is created and migrated on first use.
+
+    With ``server_url`` (or ``$CONVEYOR_SERVER_URL`` when no database is named) the app
+    needs no database: it sends events to ``conveyor server`` over HTTP with
+    ``event_key`` (``$CONVEYOR_EVENT_KEY``), retrying for up to ``send_timeout`` seconds,
+    and inspects runs through its management API with ``api_token``
+    (``$CONVEYOR_API_TOKEN``). See :mod:`conveyor.sdk.producer`.
     """
 
     def __init__(
@@ -45,13 +53,19 @@ class Conveyor:
         cron_catchup: timedelta | float = timedelta(hours=1),
         blob_dir: str | os.PathLike[str] = "conveyor-blobs",
         blob_threshold: int = 256 * 1024,
+        server_url: str | None = None,
+        event_key: str | None = None,
+        api_token: str | None = None,
+        send_timeout: float = 30.0,
     ) -> None:
         if not isinstance(name, str) or not name:
             raise ConfigError("an app needs a non-empty name")
         if lease_seconds <= 0 or invocation_budget <= 0:
             raise ConfigError("lease_seconds and invocation_budget must be positive")
         self.name = name
-        self.database_url = resolve_url(database)
+        self._producer: Producer | None = http_producer(database, server_url, event_key, api_token, send_timeout)
+        self.server_url = self._producer.server_url if self._producer else None
+        self.database_url = "" if self._producer else resolve_url(database)
         self.backoff = backoff or Backoff()
         self.lease_seconds = float(lease_seconds)
         self.invocation_budget = float(invocation_budget)
@@ -70,13 +84,15 @@ class Conveyor:
         self._lock = threading.Lock()
 
     def __repr__(self) -> str:
-        return f"<Conveyor {self.name!r} {self.database_url}>"
+        return f"<Conveyor {self.name!r} {self.server_url or self.database_url}>"
 
     # ---- wiring -------------------------------------------------------------------------------
 
-    def _engine(self) -> Engine:
+    def _engine(self, what: str = "this call") -> Engine:
         engine = self._engine_obj
         if engine is None:
+            if self._producer is not None:
+                raise self._producer.needs_database(what)
             with self._lock:
                 if self._engine_obj is None:
                     storage = open_storage(self.database_url)
@@ -90,7 +106,7 @@ class Conveyor:
 
     def migrate(self) -> list[int]:
         """Create or upgrade the schema now (it also happens on first use)."""
-        engine = self._engine()
+        engine = self._engine("migrate()")
         applied = engine.storage.migrate()
         engine.ready()
         return applied
@@ -100,6 +116,14 @@ class Conveyor:
             if self._engine_obj is not None:
                 self._engine_obj.storage.close()
                 self._engine_obj = None
+        if self._producer is not None:
+            self._producer.close()
+
+    async def aclose(self) -> None:
+        """Like :meth:`close`; over HTTP it also waits for this event loop's connections to close."""
+        if self._producer is not None:
+            await self._producer.aclose()
+        await asyncio.to_thread(self.close)
 
     # ---- registration -------------------------------------------------------------------------
 
@@ -173,7 +197,8 @@ class Conveyor:
         c = func.concurrency
         return FunctionSpec(
             func.id, func.pool, func.triggers, func.retries,
-            c.limit if c else None, c.key if c else None, func.cron, has_on_failure,
+            c.limit if c else None, c.key if c else None,
+            f"TZ={func.timezone} {func.cron}" if func.cron and func.timezone else func.cron, has_on_failure,
         )
 
     def _register_failure_handler(self, func: Function, handler: Callable[..., Any]) -> None:
@@ -189,11 +214,18 @@ class Conveyor:
 
     def send(self, name: str, data: Any = None, *, id: str | None = None) -> str:
         """Store an event durably (and start its runs); returns its id once it is committed."""
+        if self._producer is not None:
+            return self._producer.send(name, data, id=id)
         engine = self._engine()
         return engine.send([engine.make_event(name, data, id)])[0]
 
     def send_many(self, events: Iterable[Event]) -> list[str]:
-        """Store many events in one transaction; returns their ids in order."""
+        """Store many events in one transaction; returns their ids in order.
+
+        Over HTTP, one request (one transaction) carries up to 1,000 events; a larger batch
+        is sent as several, in order."""
+        if self._producer is not None:
+            return self._producer.send_many(events)
         engine = self._engine()
         batch = []
         for ev in events:
@@ -205,56 +237,76 @@ class Conveyor:
     # ---- inspecting and operating ---------------------------------------------------------------
 
     def get_run(self, run_id: str) -> Run:
+        if self._producer is not None:
+            return self._producer.get_run(run_id)
         return self._engine().get_run(run_id)
 
     def runs_for_event(self, event_id: str) -> list[Run]:
+        """The runs an event started (over HTTP: summaries, without steps; see get_run)."""
+        if self._producer is not None:
+            return self._producer.runs_for_event(event_id)
         return self._engine().list_runs(RunFilter(event_id=event_id, limit=10_000))
 
     def list_runs(self, function: str | None = None, status: str | None = None, limit: int = 100) -> list[Run]:
+        """Runs, newest first (over HTTP: summaries, without steps; see get_run)."""
+        if self._producer is not None:
+            return self._producer.list_runs(function, status, limit)
         return self._engine().list_runs(RunFilter(function=function, status=status, limit=limit))
 
     def run_logs(self, run_id: str) -> list[dict[str, Any]]:
         """The records a run wrote through ``ctx.log``, oldest first."""
+        if self._producer is not None:
+            return self._producer.run_logs(run_id)
         return self._engine().logs(run_id)
 
     def cancel_run(self, run_id: str) -> None:
         """Cancel a run that has not ended; a waiting run never resumes."""
+        if self._producer is not None:
+            self._producer.cancel_run(run_id)
+            return
         self._engine().cancel(run_id)
 
     def replay_run(self, run_id: str) -> None:
         """Re-run an ended run from its failed step, keeping its memoized steps (same run id)."""
+        if self._producer is not None:
+            self._producer.replay_run(run_id)
+            return
         self._engine().requeue(run_id, ("failed", "cancelled", "completed"))
 
     def dead_letters(self, limit: int = 100) -> list[Run]:
-        """Runs that failed for good, newest first."""
+        """Runs that failed for good, newest first (over HTTP: summaries, without steps)."""
+        if self._producer is not None:
+            return self._producer.dead_letters(limit)
         return self._engine().dead_letters(limit)
 
     def redrive(self, run_ids: Sequence[str] | None = None) -> list[str]:
         """Re-run failed runs (all, or these) from their failed step; returns the ids redriven."""
+        if self._producer is not None:
+            return self._producer.redrive(run_ids)
         return self._engine().redrive(run_ids)
 
     def purge_dead_letters(self, run_ids: Sequence[str] | None = None) -> int:
         """Delete dead letters for good (all, or these failed runs); returns how many."""
-        return self._engine().purge(run_ids)
+        return self._engine("purge_dead_letters()").purge(run_ids)
 
     def schedules(self) -> list[Schedule]:
         """The cron schedules in this database: last and next slot, and how many slots were missed."""
-        return CronTicker(self._engine(), catchup=self.cron_catchup).schedules()
+        return CronTicker(self._engine("schedules()"), catchup=self.cron_catchup).schedules()
 
     def prune(self) -> int:
         """Delete ended runs older than ``retention`` now (workers also do it every few minutes)."""
-        return self._engine().prune()
+        return self._engine("prune()").prune()
 
     # ---- running ------------------------------------------------------------------------------
 
     def worker(self, pools: Sequence[str] | None = None, concurrency: int = 32) -> Worker:
         """A worker serving ``pools`` (default: every pool of this app's functions)."""
-        return Worker(self._engine(), pools=pools, concurrency=concurrency)
+        return Worker(self._engine("worker()"), pools=pools, concurrency=concurrency)
 
     def drain(self, timeout: float = 30.0) -> int:
         """Run every job that is due in this thread until none is left (also waiting for retries
         and sleeps that fall due within ``timeout``); returns how many invocations ran."""
-        return _drain(self._engine(), timeout)
+        return _drain(self._engine("drain()"), timeout)
 
 
 def _split_tz(cron: str, timezone: str | None) -> tuple[str, str | None]:
@@ -293,6 +345,8 @@ def _async_twin(name: str) -> Any:
 
     @functools.wraps(sync)
     async def twin(self: Conveyor, *args: Any, **kwargs: Any) -> Any:
+        if self._producer is not None and name in HTTP_CALLS:  # on the event loop's pooled client
+            return await getattr(self._producer, "a" + name)(*args, **kwargs)
         return await asyncio.to_thread(sync, self, *args, **kwargs)
 
     twin.__name__ = twin.__qualname__ = "a" + name
@@ -301,6 +355,8 @@ def _async_twin(name: str) -> Any:
     return twin
 
 
+HTTP_CALLS = frozenset(("send", "send_many", "get_run", "runs_for_event", "list_runs", "run_logs",
+                        "cancel_run", "replay_run", "dead_letters", "redrive"))
 ASYNC_TWINS = ("send", "send_many", "get_run", "runs_for_event", "list_runs", "run_logs",
                "cancel_run", "replay_run", "dead_letters", "redrive", "purge_dead_letters", "prune", "schedules",
                "drain")
