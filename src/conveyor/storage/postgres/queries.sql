@@ -45,7 +45,7 @@ INSERT INTO conveyor_events (id, name, data, ts) VALUES (%s, %s, %s, %s) ON CONF
 
 -- name: events_insert_many
 INSERT INTO conveyor_events (id, name, data, ts)
-SELECT * FROM unnest(%s::text[], %s::text[], %s::text[], %s::float8[])
+SELECT * FROM unnest(%b::text[], %b::text[], %b::text[], %b::float8[])
 ON CONFLICT DO NOTHING RETURNING id;
 
 -- name: event_get
@@ -67,20 +67,20 @@ WHERE conveyor_jobs.lease_expires IS NULL;
 
 -- name: event_insert_unnest
 INSERT INTO conveyor_events (id, name, data, ts)
-SELECT * FROM unnest(%s::text[], %s::text[], %s::text[], %s::float8[])
+SELECT * FROM unnest(%b::text[], %b::text[], %b::text[], %b::float8[])
 ON CONFLICT DO NOTHING;
 
 -- name: run_insert_unnest
 INSERT INTO conveyor_runs
     (id, function_id, event_id, status, pool, parent_id, parent_step, child_index, failure_of, created_at)
 SELECT id, fid, eid, 'queued', pool, par, pstep, idx, fail, ts
-FROM unnest(%s::text[], %s::text[], %s::text[], %s::text[], %s::text[], %s::text[], %s::int[], %s::text[],
-            %s::float8[]) AS t(id, fid, eid, pool, par, pstep, idx, fail, ts)
+FROM unnest(%b::text[], %b::text[], %b::text[], %b::text[], %b::text[], %b::text[], %b::int[], %b::text[],
+            %b::float8[]) AS t(id, fid, eid, pool, par, pstep, idx, fail, ts)
 ON CONFLICT DO NOTHING;
 
 -- name: job_insert_unnest
 INSERT INTO conveyor_jobs (run_id, pool, function_id, run_at, cgroup, climit)
-SELECT * FROM unnest(%s::text[], %s::text[], %s::text[], %s::float8[], %s::text[], %s::int[])
+SELECT * FROM unnest(%b::text[], %b::text[], %b::text[], %b::float8[], %b::text[], %b::int[])
 ON CONFLICT (run_id) DO UPDATE SET run_at = LEAST(conveyor_jobs.run_at, excluded.run_at)
 WHERE conveyor_jobs.lease_expires IS NULL;
 
@@ -97,7 +97,7 @@ UPDATE conveyor_jobs SET run_at = %s WHERE run_id = %s AND lease_expires IS NULL
 
 -- name: jobs_due
 SELECT run_id, cgroup, climit FROM conveyor_jobs
-WHERE pool = %s AND run_at <= %s AND function_id = ANY(%s)
+WHERE pool = %s AND run_at <= %s AND function_id = ANY(%b)
 ORDER BY run_at LIMIT %s
 FOR UPDATE SKIP LOCKED;
 
@@ -211,7 +211,7 @@ INSERT INTO conveyor_logs (run_id, step_id, attempt, ts, level, message) VALUES 
 
 -- name: next_due
 SELECT min(run_at) FROM conveyor_jobs
-WHERE pool = %s AND lease_expires IS NULL AND function_id = ANY(%s);
+WHERE pool = %s AND lease_expires IS NULL AND function_id = ANY(%b);
 
 -- name: run_get
 SELECT id, function_id, event_id, status, pool, output, error, parent_id, created_at, started_at, ended_at
@@ -240,7 +240,7 @@ DELETE FROM conveyor_waits WHERE run_id = %s;
 
 -- name: run_requeue
 UPDATE conveyor_runs SET status = 'queued', error = NULL, output = NULL, ended_at = NULL
-WHERE id = %s AND status = ANY(%s)
+WHERE id = %s AND status = ANY(%b)
 RETURNING pool, function_id;
 
 -- name: steps_unfinished_delete
@@ -298,7 +298,7 @@ SELECT e.data FROM conveyor_runs r JOIN conveyor_events e ON e.id = r.event_id W
 -- name: jobs_lease_many
 WITH leased AS (
     UPDATE conveyor_jobs SET token = token + 1 + floor(random() * 1000000000)::bigint, lease_expires = %s, run_at = %s, worker = %s
-    WHERE run_id = ANY(%s)
+    WHERE run_id = ANY(%b)
     RETURNING run_id, token
 ), marked AS (
     UPDATE conveyor_runs r SET status = 'running', started_at = coalesce(r.started_at, %s)
@@ -314,31 +314,31 @@ LEFT JOIN conveyor_events e ON e.id = m.event_id;
 -- name: memos_for_runs
 SELECT run_id, step_id, kind, status, attempts, output, error, wake_at, seq, started_at, children_total,
        children_created
-FROM conveyor_steps WHERE run_id = ANY(%s);
+FROM conveyor_steps WHERE run_id = ANY(%b);
 
 -- name: jobs_fence_many
 SELECT run_id, token FROM conveyor_jobs
-WHERE run_id = ANY(%s) AND lease_expires IS NOT NULL
+WHERE run_id = ANY(%b) AND lease_expires IS NOT NULL
 ORDER BY run_id
 FOR UPDATE;
 
 -- name: runs_complete_many
 UPDATE conveyor_runs r SET status = 'completed', output = v.output, error = NULL, ended_at = %s
-FROM unnest(%s::text[], %s::text[]) AS v(id, output)
+FROM unnest(%b::text[], %b::text[]) AS v(id, output)
 WHERE r.id = v.id AND r.status = 'running'
 RETURNING r.id, r.parent_id, r.parent_step;
 
 -- name: jobs_delete_many
-DELETE FROM conveyor_jobs WHERE run_id = ANY(%s);
+DELETE FROM conveyor_jobs WHERE run_id = ANY(%b);
 
 -- name: jobs_reschedule_many
 UPDATE conveyor_jobs j SET run_at = v.run_at, lease_expires = NULL, worker = NULL
-FROM unnest(%s::text[], %s::float8[]) AS v(run_id, run_at)
+FROM unnest(%b::text[], %b::float8[]) AS v(run_id, run_at)
 WHERE j.run_id = v.run_id;
 
 -- name: runs_status_many
 UPDATE conveyor_runs r SET status = v.status
-FROM unnest(%s::text[], %s::text[]) AS v(id, status)
+FROM unnest(%b::text[], %b::text[]) AS v(id, status)
 WHERE r.id = v.id AND r.status = 'running';
 
 -- Retention: ended top-level runs older than a cutoff, with everything that hangs off them.
@@ -350,26 +350,26 @@ ORDER BY status, id LIMIT %s
 FOR UPDATE SKIP LOCKED;
 
 -- name: children_of
-SELECT id, event_id FROM conveyor_runs WHERE parent_id = ANY(%s);
+SELECT id, event_id FROM conveyor_runs WHERE parent_id = ANY(%b);
 
 -- name: steps_delete_for
-DELETE FROM conveyor_steps WHERE run_id = ANY(%s);
+DELETE FROM conveyor_steps WHERE run_id = ANY(%b);
 
 -- name: logs_delete_for
-DELETE FROM conveyor_logs WHERE run_id = ANY(%s);
+DELETE FROM conveyor_logs WHERE run_id = ANY(%b);
 
 -- name: waits_delete_for
-DELETE FROM conveyor_waits WHERE run_id = ANY(%s);
+DELETE FROM conveyor_waits WHERE run_id = ANY(%b);
 
 -- name: jobs_delete_for
-DELETE FROM conveyor_jobs WHERE run_id = ANY(%s);
+DELETE FROM conveyor_jobs WHERE run_id = ANY(%b);
 
 -- name: runs_delete_for
-DELETE FROM conveyor_runs WHERE id = ANY(%s);
+DELETE FROM conveyor_runs WHERE id = ANY(%b);
 
 -- name: events_delete_unused
 DELETE FROM conveyor_events e
-WHERE e.id = ANY(%s) AND NOT EXISTS (SELECT 1 FROM conveyor_runs r WHERE r.event_id = e.id);
+WHERE e.id = ANY(%b) AND NOT EXISTS (SELECT 1 FROM conveyor_runs r WHERE r.event_id = e.id);
 
 -- name: events_prune_unrouted
 DELETE FROM conveyor_events WHERE id IN (
