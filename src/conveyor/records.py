@@ -32,6 +32,7 @@ class NewEvent:
     name: str
     data: str  # JSON text
     ts: float
+    trace: str | None = None  # W3C traceparent of the span that sent it (runs it starts join that trace)
 
 
 @dataclass(slots=True)

@@ -1,5 +1,5 @@
 CREATE TABLE conveyor_endpoints ( url TEXT PRIMARY KEY, pool TEXT NOT NULL, functions TEXT NOT NULL, -- JSON list of function ids served there concurrency INTEGER NOT NULL, -- invocations in flight at most rate REAL, -- invocations started per second at most (NULL: no limit) timeout REAL NOT NULL, -- seconds a request may take registered_at REAL NOT NULL, seen_at REAL NOT NULL );
-CREATE TABLE conveyor_events ( id TEXT PRIMARY KEY, name TEXT NOT NULL, data TEXT NOT NULL, ts REAL NOT NULL );
+CREATE TABLE conveyor_events ( id TEXT PRIMARY KEY, name TEXT NOT NULL, data TEXT NOT NULL, ts REAL NOT NULL , trace TEXT);
 CREATE TABLE conveyor_functions ( id TEXT PRIMARY KEY, pool TEXT NOT NULL, retries INTEGER NOT NULL, concurrency_limit INTEGER, concurrency_key TEXT, cron TEXT, has_on_failure INTEGER NOT NULL DEFAULT 0, updated_at REAL NOT NULL );
 CREATE TABLE conveyor_jobs ( run_id TEXT PRIMARY KEY, pool TEXT NOT NULL, function_id TEXT NOT NULL, run_at REAL NOT NULL, token INTEGER NOT NULL DEFAULT 0, lease_expires REAL, worker TEXT, cgroup TEXT, climit INTEGER ) WITHOUT ROWID;
 CREATE TABLE conveyor_logs ( id INTEGER PRIMARY KEY, run_id TEXT NOT NULL, step_id TEXT, attempt INTEGER NOT NULL, ts REAL NOT NULL, level TEXT NOT NULL, message TEXT NOT NULL );
@@ -9,6 +9,7 @@ CREATE TABLE conveyor_schedules ( function_id TEXT PRIMARY KEY, cron TEXT NOT NU
 CREATE TABLE conveyor_steps ( run_id TEXT NOT NULL, step_id TEXT NOT NULL, seq INTEGER NOT NULL, kind TEXT NOT NULL, status TEXT NOT NULL, attempts INTEGER NOT NULL DEFAULT 0, output TEXT, error TEXT, wake_at REAL, started_at REAL, ended_at REAL, -- invoke and map steps: how many child runs, and how many have ended / failed children_total INTEGER, children_ended INTEGER NOT NULL DEFAULT 0, children_failed INTEGER NOT NULL DEFAULT 0, children_created INTEGER NOT NULL DEFAULT 0, PRIMARY KEY (run_id, step_id) ) WITHOUT ROWID;
 CREATE TABLE conveyor_triggers ( event_name TEXT NOT NULL, function_id TEXT NOT NULL, PRIMARY KEY (event_name, function_id) ) WITHOUT ROWID;
 CREATE TABLE conveyor_waits ( run_id TEXT NOT NULL, step_id TEXT NOT NULL, event_name TEXT NOT NULL, match_path TEXT, match_value TEXT, created_at REAL NOT NULL, expires_at REAL, matched_event_id TEXT, PRIMARY KEY (run_id, step_id) ) WITHOUT ROWID;
+CREATE TABLE conveyor_workers ( id TEXT PRIMARY KEY, kind TEXT NOT NULL, -- worker | dispatcher host TEXT NOT NULL, pid INTEGER NOT NULL, pools TEXT NOT NULL, -- JSON list of pool names concurrency INTEGER NOT NULL, started_at REAL NOT NULL, seen_at REAL NOT NULL );
 CREATE INDEX conveyor_events_ts ON conveyor_events (ts);
 CREATE INDEX conveyor_jobs_cgroup ON conveyor_jobs (cgroup, lease_expires) WHERE cgroup IS NOT NULL;
 CREATE INDEX conveyor_jobs_due ON conveyor_jobs (pool, run_at);

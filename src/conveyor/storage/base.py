@@ -55,6 +55,8 @@ class ClaimedJob:
     failure_of: str | None  # for an on_failure run: the failed run's id
     db_now: float = 0.0  # the database clock when the job was claimed
     skew: float = 0.0  # the database clock minus the worker's (set by the engine)
+    trace: str | None = None  # the event's W3C traceparent: the run's spans join the sender's trace
+    first: bool = False  # the run's first claim: it starts now
 
 
 @dataclass(slots=True)
@@ -119,6 +121,8 @@ class RunFilter:
     parent_id: str | None = None
     before: str | None = None  # run id cursor: runs older than this one (a parent's children: after it)
     limit: int = 100
+    since: float | None = None  # runs created at or after this time (Unix seconds)
+    until: float | None = None  # runs created before this time
 
 
 @dataclass(frozen=True, slots=True)
@@ -142,6 +146,28 @@ class PoolBacklog:
     pool: str
     due: int  # jobs whose time has come (leased ones included)
     oldest_due_at: float | None  # the earliest run_at among them
+
+
+@dataclass(frozen=True, slots=True)
+class WorkerRow:
+    """A live process that serves pools: a pull worker, or a server's push dispatcher."""
+
+    id: str
+    kind: str  # "worker" | "dispatcher"
+    host: str
+    pid: int
+    pools: tuple[str, ...]
+    concurrency: int
+    started_at: float
+    seen_at: float = 0.0
+
+
+@dataclass(frozen=True, slots=True)
+class FunctionStats:
+    """A function's runs created in a time window, by how they stand."""
+
+    runs: int = 0
+    failed: int = 0
 
 
 @dataclass(frozen=True, slots=True)
@@ -306,6 +332,27 @@ class Storage(ABC):
     @abstractmethod
     def pools_backlog(self, now: float) -> list[PoolBacklog]:
         """Per pool: how many jobs are due at ``now``, and the oldest due time."""
+
+    @abstractmethod
+    def functions_stats(self, since: float) -> dict[str, FunctionStats]:
+        """Per function: its runs created since ``since``, and how many of them failed."""
+
+    @abstractmethod
+    def runs_count(self, status: str) -> int:
+        """How many runs (children included) have this status."""
+
+    # ---- live processes -----------------------------------------------------------------------
+    @abstractmethod
+    def worker_beat(self, worker: WorkerRow) -> None:
+        """Record that this worker is alive now (insert or update); forget long-silent ones."""
+
+    @abstractmethod
+    def workers_list(self, seen_since: float) -> list[WorkerRow]:
+        """Workers heard from since ``seen_since``, by id."""
+
+    @abstractmethod
+    def worker_remove(self, worker_id: str) -> None:
+        """A worker that stopped cleanly."""
 
     # ---- push endpoints -----------------------------------------------------------------------
     @abstractmethod

@@ -17,7 +17,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from conveyor.errors import NotFound
-from conveyor.ids import new_id
+from conveyor.ids import id_floor, new_id
 from conveyor.records import Completed, Failed, MemoStep, NewChild, NewEvent, StepWrite, Suspended
 from conveyor.storage.base import (
     ClaimedJob,
@@ -27,12 +27,14 @@ from conveyor.storage.base import (
     EventRow,
     FunctionRow,
     FunctionSpec,
+    FunctionStats,
     JobResult,
     PoolBacklog,
     RunFilter,
     RunRow,
     StepRow,
     Storage,
+    WorkerRow,
 )
 from conveyor.storage.sql import load_migrations, split_statements
 
@@ -187,19 +189,20 @@ class RelationalStorage(Storage):
         """Insert the events (known ids are ignored); returns the ids that were new."""
         fresh = set()
         for ev in events:
-            if tx.conn.execute(self.q["event_insert"], (ev.id, ev.name, ev.data, ev.ts)).rowcount:
+            if tx.conn.execute(self.q["event_insert"], (ev.id, ev.name, ev.data, ev.ts, ev.trace)).rowcount:
                 fresh.add(ev.id)
         return fresh
 
     def runs_start(self, runs: Sequence[DirectRun]) -> None:
         with self._write() as tx:
             for r in runs:
-                tx.conn.execute(self.q["event_insert"], (r.event.id, r.event.name, r.event.data, r.event.ts))
+                ev = r.event
+                tx.conn.execute(self.q["event_insert"], (ev.id, ev.name, ev.data, ev.ts, ev.trace))
                 self._create_run(tx, r.run_id, r.function_id, r.event.id, r.event.data, pool=r.pool)
 
     def _send(self, tx: Tx, ev: NewEvent) -> bool:
         conn, q = tx.conn, self.q
-        if conn.execute(q["event_insert"], (ev.id, ev.name, ev.data, ev.ts)).rowcount == 0:
+        if conn.execute(q["event_insert"], (ev.id, ev.name, ev.data, ev.ts, ev.trace)).rowcount == 0:
             return False
         routes = tx.routes.get(ev.name)
         if routes is None:
@@ -262,7 +265,7 @@ class RelationalStorage(Storage):
             pool, limit, key, _ = fn
             pool = child.pool or pool
             ev = child.event
-            events.append((ev.id, ev.name, ev.data, ev.ts))
+            events.append((ev.id, ev.name, ev.data, ev.ts, ev.trace))
             runs.append((child.run_id, child.function_id, ev.id, pool, parent_id, child.parent_step, child.index,
                          None, tx.now))
             jobs.append((child.run_id, pool, child.function_id, tx.now,
@@ -327,30 +330,30 @@ class RelationalStorage(Storage):
             leased = self._lease_many(tx, picked, worker, now + lease)
             resumed = [row[0] for row in leased if row[2] is not None and not row[9]]
             memos = self._memos(tx, resumed) if resumed else {}
-            for run_id, token, fid, pool, ev_id, ev_name, ev_data, ev_ts, failure_of, first in leased:
+            for run_id, token, fid, pool, ev_id, ev_name, ev_data, ev_ts, failure_of, first, trace in leased:
                 if fid is None:  # the run ended (cancelled) but its job stayed: drop the job
                     conn.execute(q["job_delete"], (run_id,))
                     continue
                 memo = {} if first else self._resolve_waits(tx, run_id, memos.get(run_id, {}))
                 claimed.append(ClaimedJob(run_id, token, fid, pool, ev_id, ev_name, ev_data, ev_ts, memo, failure_of,
-                                          db_now=now))
+                                          db_now=now, trace=trace, first=bool(first)))
         return claimed
 
     def _lease_many(self, tx: Tx, run_ids: list[str], worker: str, expires: float) -> list[tuple[Any, ...]]:
         """Lease these jobs and mark their runs running. Rows of ``(run_id, token, function_id, pool,
-        event_id, event_name, event_data, event_ts, failure_of, first_claim)``; ``function_id`` is
-        None where the run had already ended."""
+        event_id, event_name, event_data, event_ts, failure_of, first_claim, event_trace)``;
+        ``function_id`` is None where the run had already ended."""
         conn, q, now = tx.conn, self.q, tx.now
         rows: list[tuple[Any, ...]] = []
         for run_id in run_ids:
             token = conn.execute(q["job_lease"], (expires, expires, worker, run_id)).fetchone()[0]
             row = conn.execute(q["run_mark_running"], (now, run_id, now)).fetchone()
             if row is None:
-                rows.append((run_id, token, None, None, None, None, None, None, None, None))
+                rows.append((run_id, token, None, None, None, None, None, None, None, None, None))
                 continue
             fid, pool, event_id, failure_of, first = row
             ev = conn.execute(q["event_for_run"], (event_id,)).fetchone()
-            rows.append((run_id, token, fid, pool, ev[0], ev[1], ev[2], ev[3], failure_of, first))
+            rows.append((run_id, token, fid, pool, ev[0], ev[1], ev[2], ev[3], failure_of, first, ev[4]))
         return rows
 
     def _memos(self, tx: Tx, run_ids: list[str]) -> dict[str, dict[str, MemoStep]]:
@@ -525,7 +528,7 @@ class RelationalStorage(Storage):
                 data = _dumps({"run_id": res.run_id, "function_id": res.function_id,
                                "event_id": event_id, "error": out.error})
                 ev_id = f"{res.run_id}/failure/{failures}"
-                conn.execute(q["event_insert"], (ev_id, "conveyor/run.failed", data, now))
+                conn.execute(q["event_insert"], (ev_id, "conveyor/run.failed", data, now, None))
                 self._create_run(tx, new_id(), handler, ev_id, data, failure_of=res.run_id)
         elif isinstance(out, Suspended):
             woken = res.run_id in tx.woken  # what it waits for happened in this very transaction
@@ -610,12 +613,18 @@ class RelationalStorage(Storage):
             rows = self._rows("runs_by_event", (flt.event_id, flt.function, flt.status, flt.before, flt.limit))
         elif flt.parent_id is not None:
             rows = self._rows("runs_by_parent", (flt.parent_id, flt.function, flt.status, flt.before, flt.limit))
-        elif flt.function is not None:
-            rows = self._rows("runs_by_function", (flt.function, flt.status, flt.before, flt.limit))
-        elif flt.status is not None:
-            rows = self._rows("runs_by_status", (flt.status, flt.before, flt.limit))
         else:
-            rows = self._rows("runs_all", (flt.before, flt.limit))
+            # a time window is a range of ids (they begin with their creation time)
+            before = flt.before
+            if flt.until is not None:
+                before = min(before or "~", id_floor(flt.until))
+            after = None if flt.since is None else id_floor(flt.since)
+            if flt.function is not None:
+                rows = self._rows("runs_by_function", (flt.function, flt.status, before, flt.limit, after))
+            elif flt.status is not None:
+                rows = self._rows("runs_by_status", (flt.status, before, flt.limit, after))
+            else:
+                rows = self._rows("runs_all", (before, flt.limit, after))
         return [RunRow(*row) for row in rows]
 
     def steps_list(self, run_id: str) -> list[StepRow]:
@@ -719,7 +728,7 @@ class RelationalStorage(Storage):
                 scheduled = datetime.fromtimestamp(fire, timezone_utc).isoformat()
                 data = _dumps({"function_id": function_id, "scheduled_at": scheduled})
                 event_id = f"cron/{function_id}/{int(fire)}"
-                if conn.execute(q["event_insert"], (event_id, "conveyor/cron", data, tx.now)).rowcount:
+                if conn.execute(q["event_insert"], (event_id, "conveyor/cron", data, tx.now, None)).rowcount:
                     self._create_run(tx, new_id(), function_id, event_id, data)
             conn.execute(q["schedule_update"], (new_last, missed, cron, timezone, tx.now, function_id))
             return fire
@@ -765,6 +774,36 @@ class RelationalStorage(Storage):
 
     def pools_backlog(self, now: float) -> list[PoolBacklog]:
         return [PoolBacklog(pool, int(n), oldest) for pool, n, oldest in self._rows("pools_backlog", (now,))]
+
+    def functions_stats(self, since: float) -> dict[str, FunctionStats]:
+        # two index range scans: every run of each function in the window, and the failed ones
+        floor = id_floor(since)
+        failed = {fid: int(n) for fid, n in self._rows("functions_failed_since", (floor,))}
+        return {fid: FunctionStats(int(n), failed.get(fid, 0)) for fid, n in self._rows("functions_runs_since", (floor,))}
+
+    def runs_count(self, status: str) -> int:
+        return int(self._row("runs_count", (status,))[0])
+
+    # ---- live processes -----------------------------------------------------------------------
+
+    WORKER_FORGET_AFTER = 3600.0  # a worker silent this long is dropped from the registry
+
+    def worker_beat(self, worker: WorkerRow) -> None:
+        w = worker
+        with self._write(durable=False) as tx:
+            tx.conn.execute(self.q["worker_upsert"], (
+                w.id, w.kind, w.host, w.pid, _dumps(list(w.pools)), w.concurrency, w.started_at, tx.now))
+            tx.conn.execute(self.q["workers_forget"], (tx.now - self.WORKER_FORGET_AFTER,))
+
+    def workers_list(self, seen_since: float) -> list[WorkerRow]:
+        return [
+            WorkerRow(wid, kind, host, int(pid), tuple(json.loads(pools)), int(conc), started, seen)
+            for wid, kind, host, pid, pools, conc, started, seen in self._rows("workers_list", (seen_since,))
+        ]
+
+    def worker_remove(self, worker_id: str) -> None:
+        with self._write(durable=False) as tx:
+            tx.conn.execute(self.q["worker_delete"], (worker_id,))
 
     # ---- push endpoints -----------------------------------------------------------------------
 

@@ -103,12 +103,13 @@ class PostgresStorage(RelationalStorage):
         tx.conn.execute(bulk, [list(column) for column in zip(*rows, strict=True)])
 
     def _insert_events(self, tx: Tx, events: Sequence[NewEvent]) -> set[str]:
-        cols: tuple[list[Any], ...] = ([], [], [], [])
+        cols: tuple[list[Any], ...] = ([], [], [], [], [])
         for ev in events:
             cols[0].append(ev.id)
             cols[1].append(ev.name)
             cols[2].append(ev.data)
             cols[3].append(ev.ts)
+            cols[4].append(ev.trace)
         return {r[0] for r in tx.conn.execute(self.q["events_insert_many"], cols).fetchall()}
 
     def _lease_many(self, tx: Tx, run_ids: list[str], worker: str, expires: float) -> list[tuple[Any, ...]]:

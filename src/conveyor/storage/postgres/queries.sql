@@ -41,11 +41,11 @@ SELECT id, pool, concurrency_limit, concurrency_key, has_on_failure
 FROM conveyor_functions WHERE id = %s;
 
 -- name: event_insert
-INSERT INTO conveyor_events (id, name, data, ts) VALUES (%s, %s, %s, %s) ON CONFLICT DO NOTHING;
+INSERT INTO conveyor_events (id, name, data, ts, trace) VALUES (%s, %s, %s, %s, %s) ON CONFLICT DO NOTHING;
 
 -- name: events_insert_many
-INSERT INTO conveyor_events (id, name, data, ts)
-SELECT * FROM unnest(%b::text[], %b::text[], %b::text[], %b::float8[])
+INSERT INTO conveyor_events (id, name, data, ts, trace)
+SELECT * FROM unnest(%b::text[], %b::text[], %b::text[], %b::float8[], %b::text[])
 ON CONFLICT DO NOTHING RETURNING id;
 
 -- name: event_get
@@ -66,8 +66,8 @@ WHERE conveyor_jobs.lease_expires IS NULL;
 -- Bulk twins of the three inserts above, one statement for many rows (see Backend._many).
 
 -- name: event_insert_unnest
-INSERT INTO conveyor_events (id, name, data, ts)
-SELECT * FROM unnest(%b::text[], %b::text[], %b::text[], %b::float8[])
+INSERT INTO conveyor_events (id, name, data, ts, trace)
+SELECT * FROM unnest(%b::text[], %b::text[], %b::text[], %b::float8[], %b::text[])
 ON CONFLICT DO NOTHING;
 
 -- name: run_insert_unnest
@@ -117,7 +117,7 @@ WHERE id = %s AND status IN ('queued', 'waiting', 'running')
 RETURNING function_id, pool, event_id, failure_of, started_at = %s::float8;
 
 -- name: event_for_run
-SELECT e.id, e.name, e.data, e.ts FROM conveyor_events e WHERE e.id = %s;
+SELECT e.id, e.name, e.data, e.ts, e.trace FROM conveyor_events e WHERE e.id = %s;
 
 -- name: memo_for_run
 SELECT step_id, kind, status, attempts, output, error, wake_at, seq, started_at, children_total, children_created
@@ -266,23 +266,26 @@ WHERE r.parent_id = a.par AND (a.fn IS NULL OR r.function_id = a.fn) AND (a.st I
 ORDER BY r.parent_step, r.child_index LIMIT (SELECT lim FROM a);
 
 -- name: runs_by_function
-WITH a AS (SELECT %s::text AS fn, %s::text AS st, %s::text AS bf, %s::int AS lim)
+WITH a AS (SELECT %s::text AS fn, %s::text AS st, %s::text AS bf, %s::int AS lim, %s::text AS af)
 SELECT r.id, r.function_id, r.event_id, r.status, r.pool, r.output, r.error, r.parent_id, r.created_at, r.started_at, r.ended_at
 FROM conveyor_runs r, a
 WHERE r.function_id = a.fn AND (a.st IS NULL OR r.status = a.st) AND r.id < coalesce(a.bf, '~')
+  AND r.id >= coalesce(a.af, '')
 ORDER BY r.function_id DESC, r.id DESC LIMIT (SELECT lim FROM a);
 
 -- name: runs_by_status
-SELECT id, function_id, event_id, status, pool, output, error, parent_id, created_at, started_at, ended_at
-FROM conveyor_runs
-WHERE status = %s AND id < coalesce(%s::text, '~')
-ORDER BY status DESC, id DESC LIMIT %s;
+WITH a AS (SELECT %s::text AS st, %s::text AS bf, %s::int AS lim, %s::text AS af)
+SELECT r.id, r.function_id, r.event_id, r.status, r.pool, r.output, r.error, r.parent_id, r.created_at, r.started_at, r.ended_at
+FROM conveyor_runs r, a
+WHERE r.status = a.st AND r.id < coalesce(a.bf, '~') AND r.id >= coalesce(a.af, '')
+ORDER BY r.status DESC, r.id DESC LIMIT (SELECT lim FROM a);
 
 -- name: runs_all
-SELECT id, function_id, event_id, status, pool, output, error, parent_id, created_at, started_at, ended_at
-FROM conveyor_runs
-WHERE id < coalesce(%s::text, '~')
-ORDER BY id DESC LIMIT %s;
+WITH a AS (SELECT %s::text AS bf, %s::int AS lim, %s::text AS af)
+SELECT r.id, r.function_id, r.event_id, r.status, r.pool, r.output, r.error, r.parent_id, r.created_at, r.started_at, r.ended_at
+FROM conveyor_runs r, a
+WHERE r.id < coalesce(a.bf, '~') AND r.id >= coalesce(a.af, '')
+ORDER BY r.id DESC LIMIT (SELECT lim FROM a);
 
 -- name: waited_event_names
 SELECT DISTINCT event_name FROM conveyor_waits WHERE matched_event_id IS NULL;
@@ -306,7 +309,8 @@ WITH leased AS (
     WHERE r.id = leased.run_id AND r.status IN ('queued', 'waiting', 'running')
     RETURNING r.id, r.function_id, r.pool, r.event_id, r.failure_of, r.started_at
 )
-SELECT l.run_id, l.token, m.function_id, m.pool, e.id, e.name, e.data, e.ts, m.failure_of, m.started_at = %s
+SELECT l.run_id, l.token, m.function_id, m.pool, e.id, e.name, e.data, e.ts, m.failure_of, m.started_at = %s,
+       e.trace
 FROM leased l
 LEFT JOIN marked m ON m.id = l.run_id
 LEFT JOIN conveyor_events e ON e.id = m.event_id;
@@ -450,3 +454,28 @@ FROM conveyor_endpoints ORDER BY pool, url;
 
 -- name: endpoint_delete
 DELETE FROM conveyor_endpoints WHERE url = %s;
+
+-- name: functions_runs_since
+SELECT f.id, (SELECT count(*) FROM conveyor_runs r WHERE r.function_id = f.id AND r.id >= %s::text)
+FROM conveyor_functions f;
+
+-- name: functions_failed_since
+SELECT function_id, count(*) FROM conveyor_runs
+WHERE status = 'failed' AND id >= %s::text GROUP BY function_id;
+
+-- name: runs_count
+SELECT count(*) FROM conveyor_runs WHERE status = %s;
+
+-- name: worker_upsert
+INSERT INTO conveyor_workers (id, kind, host, pid, pools, concurrency, started_at, seen_at)
+VALUES (%s, %s, %s, %s, %s, %s, %s, %s)
+ON CONFLICT (id) DO UPDATE SET pools = excluded.pools, concurrency = excluded.concurrency, seen_at = excluded.seen_at;
+
+-- name: workers_forget
+DELETE FROM conveyor_workers WHERE seen_at < %s;
+
+-- name: workers_list
+SELECT id, kind, host, pid, pools, concurrency, started_at, seen_at FROM conveyor_workers WHERE seen_at >= %s ORDER BY id;
+
+-- name: worker_delete
+DELETE FROM conveyor_workers WHERE id = %s;

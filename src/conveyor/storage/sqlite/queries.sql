@@ -41,7 +41,7 @@ SELECT id, pool, concurrency_limit, concurrency_key, has_on_failure
 FROM conveyor_functions WHERE id = ?;
 
 -- name: event_insert
-INSERT OR IGNORE INTO conveyor_events (id, name, data, ts) VALUES (?, ?, ?, ?);
+INSERT OR IGNORE INTO conveyor_events (id, name, data, ts, trace) VALUES (?, ?, ?, ?, ?);
 
 -- name: event_get
 SELECT id, name, data, ts FROM conveyor_events WHERE id = ?;
@@ -89,7 +89,7 @@ WHERE id = ? AND status IN ('queued', 'waiting', 'running')
 RETURNING function_id, pool, event_id, failure_of, started_at = ?;
 
 -- name: event_for_run
-SELECT e.id, e.name, e.data, e.ts FROM conveyor_events e WHERE e.id = ?;
+SELECT e.id, e.name, e.data, e.ts, e.trace FROM conveyor_events e WHERE e.id = ?;
 
 -- name: memo_for_run
 SELECT step_id, kind, status, attempts, output, error, wake_at, seq, started_at, children_total, children_created
@@ -235,19 +235,19 @@ ORDER BY parent_step, child_index LIMIT ?5;
 -- name: runs_by_function
 SELECT id, function_id, event_id, status, pool, output, error, parent_id, created_at, started_at, ended_at
 FROM conveyor_runs INDEXED BY conveyor_runs_function
-WHERE function_id = ?1 AND (?2 IS NULL OR status = ?2) AND id < coalesce(?3, '~')
+WHERE function_id = ?1 AND (?2 IS NULL OR status = ?2) AND id < coalesce(?3, '~') AND id >= coalesce(?5, '')
 ORDER BY function_id DESC, id DESC LIMIT ?4;
 
 -- name: runs_by_status
 SELECT id, function_id, event_id, status, pool, output, error, parent_id, created_at, started_at, ended_at
 FROM conveyor_runs INDEXED BY conveyor_runs_status
-WHERE status = ?1 AND id < coalesce(?2, '~')
+WHERE status = ?1 AND id < coalesce(?2, '~') AND id >= coalesce(?4, '')
 ORDER BY status DESC, id DESC LIMIT ?3;
 
 -- name: runs_all
 SELECT id, function_id, event_id, status, pool, output, error, parent_id, created_at, started_at, ended_at
 FROM conveyor_runs
-WHERE id < coalesce(?1, '~')
+WHERE id < coalesce(?1, '~') AND id >= coalesce(?3, '')
 ORDER BY id DESC LIMIT ?2;
 
 -- name: waited_event_names
@@ -366,3 +366,29 @@ FROM conveyor_endpoints ORDER BY pool, url;
 
 -- name: endpoint_delete
 DELETE FROM conveyor_endpoints WHERE url = ?;
+
+-- name: functions_runs_since
+SELECT f.id, (SELECT count(*) FROM conveyor_runs r INDEXED BY conveyor_runs_function
+              WHERE r.function_id = f.id AND r.id >= ?)
+FROM conveyor_functions f;
+
+-- name: functions_failed_since
+SELECT function_id, count(*) FROM conveyor_runs INDEXED BY conveyor_runs_status
+WHERE status = 'failed' AND id >= ? GROUP BY function_id;
+
+-- name: runs_count
+SELECT count(*) FROM conveyor_runs WHERE status = ?;
+
+-- name: worker_upsert
+INSERT INTO conveyor_workers (id, kind, host, pid, pools, concurrency, started_at, seen_at)
+VALUES (?, ?, ?, ?, ?, ?, ?, ?)
+ON CONFLICT (id) DO UPDATE SET pools = excluded.pools, concurrency = excluded.concurrency, seen_at = excluded.seen_at;
+
+-- name: workers_forget
+DELETE FROM conveyor_workers WHERE seen_at < ?;
+
+-- name: workers_list
+SELECT id, kind, host, pid, pools, concurrency, started_at, seen_at FROM conveyor_workers WHERE seen_at >= ? ORDER BY id;
+
+-- name: worker_delete
+DELETE FROM conveyor_workers WHERE id = ?;
