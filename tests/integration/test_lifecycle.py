@@ -57,3 +57,19 @@ def test_close_releases_file_descriptors_and_threads(db_url) -> None:
 def test_close_is_idempotent(app) -> None:
     app.close()
     app.close()
+
+
+def test_a_running_worker_is_in_the_registry_until_it_stops(app) -> None:
+    @app.function(pool="live")
+    def noop(ctx):
+        return None
+
+    worker = app.worker(concurrency=3)
+    worker.start()
+    try:
+        [row] = app._engine().workers()
+        assert row.id == worker.name and row.kind == "worker" and row.pid == os.getpid()
+        assert row.pools == ("live",) and row.concurrency == 3
+    finally:
+        worker.stop(grace=5)
+    assert app._engine().workers() == []

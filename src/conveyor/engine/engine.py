@@ -18,11 +18,22 @@ from conveyor.executor import codec
 from conveyor.executor.invocation import Invocation, InvocationResult, Sink
 from conveyor.ids import new_id
 from conveyor.records import Completed, Failed, LogRecord, NewEvent, Outcome, StepWrite
-from conveyor.storage.base import ClaimedJob, DirectRun, JobResult, RunFilter, RunRow, Storage
+from conveyor.storage.base import (
+    ClaimedJob,
+    DirectRun,
+    FunctionStats,
+    JobResult,
+    RunFilter,
+    RunRow,
+    Storage,
+    WorkerRow,
+)
 from conveyor.storage.blobs import BlobStore
 from conveyor.types import Backoff, Progress, Run, RunStatus, StepRecord, utc_from_ts
 
 RESERVED_PREFIX = "conveyor/"
+WORKER_BEAT = 10.0  # seconds between a worker's "alive" beats
+WORKER_TTL = 3 * WORKER_BEAT + 5  # a worker not heard from for this long is taken for gone
 RUN_STATUSES = frozenset(s.value for s in RunStatus)
 MAX_NAME = 256  # characters in an event name or id
 
@@ -236,6 +247,28 @@ class Engine:
 
     def logs(self, run_id: str) -> list[dict[str, Any]]:
         return self.storage.logs_list(run_id)
+
+    def function_stats(self, since: float) -> dict[str, FunctionStats]:
+        """Per registered function: runs created since ``since`` (database time), and failures."""
+        self.ready()
+        return self.storage.functions_stats(since)
+
+    def count_runs(self, status: str) -> int:
+        self.ready()
+        return self.storage.runs_count(status)
+
+    # ---- live processes -----------------------------------------------------------------------
+
+    def worker_alive(self, worker: WorkerRow) -> None:
+        self.storage.worker_beat(worker)
+
+    def worker_gone(self, worker_id: str) -> None:
+        self.storage.worker_remove(worker_id)
+
+    def workers(self) -> list[WorkerRow]:
+        """Workers and dispatchers heard from lately."""
+        self.ready()
+        return self.storage.workers_list(self.storage.now() - WORKER_TTL)
 
     # ---- operations ---------------------------------------------------------------------------
 
