@@ -195,3 +195,10 @@ class Backoff:
 
 def utc_from_ts(ts: float | None) -> datetime | None:
     return _utc(ts)
+
+
+def ts_from_datetime(when: datetime) -> float:
+    """Unix seconds of ``when``; a naive datetime is taken as UTC (as the API's timestamps are)."""
+    if when.tzinfo is None:
+        when = when.replace(tzinfo=UTC)
+    return when.timestamp()

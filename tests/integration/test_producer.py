@@ -312,6 +312,14 @@ def test_management_calls(server: Server, db_app: Any, make_producer: Any) -> No
         producer.cancel_run(ok_run)
     assert [r.id for r in producer.dead_letters()] == [bad_run]
     assert [r.id for r in producer.list_runs(limit=2)] == [r.id for r in db_app.list_runs(limit=2)]
+    from datetime import UTC, datetime, timedelta
+
+    hour_ago, future = datetime.now(UTC) - timedelta(hours=1), datetime(2999, 1, 1)
+    assert {r.id for r in producer.list_runs(since=hour_ago)} == {r.id for r in db_app.list_runs(since=hour_ago)}
+    assert {r.id for r in producer.list_runs(since=hour_ago)} == {ok_run, bad_run}
+    assert producer.list_runs(since=future) == db_app.list_runs(since=future) == []
+    with pytest.raises(InvalidInput):
+        db_app.list_runs(since="yesterday")
     assert producer.redrive([bad_run]) == [bad_run]
     assert db_app.get_run(bad_run).status == "queued"
     db_app.drain()

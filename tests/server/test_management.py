@@ -57,6 +57,29 @@ def parse_time(value: str) -> datetime:
 # ---- runs ------------------------------------------------------------------------------------------
 
 
+def test_list_runs_in_a_time_window(server, conveyor_app) -> None:
+    client = server.client()
+    old = send(client, "user.signup", {"name": "old"})
+    [old_run] = get_json(client, "/api/v1/runs", event_id=old)["runs"]
+    created = parse_time(old_run["created_at"])
+    start = int(created.timestamp() * 1000)
+    while int(datetime.now().timestamp() * 1000) <= start + 1:  # ids carry milliseconds
+        pass
+    middle = datetime.now().astimezone()
+    while int(datetime.now().timestamp() * 1000) <= int(middle.timestamp() * 1000) + 1:
+        pass
+    new = send(client, "user.signup", {"name": "new"})
+    for extra in ({}, {"function": "greet"}, {"status": "queued"}):
+        after = get_json(client, "/api/v1/runs", since=middle.isoformat(), **extra)["runs"]
+        before = get_json(client, "/api/v1/runs", until=middle.isoformat(), **extra)["runs"]
+        assert [r["event_id"] for r in after] == [new], extra
+        assert [r["event_id"] for r in before] == [old], extra
+    unix = get_json(client, "/api/v1/runs", since=str(middle.timestamp()))["runs"]
+    assert [r["event_id"] for r in unix] == [new]
+    for bad in ("yesterday", "2026-13-45", "1e400"):
+        assert_error(client.get("/api/v1/runs", params={"since": bad}), 400)
+
+
 def test_list_runs_filters_by_function_status_and_event(server, conveyor_app) -> None:
     client = server.client()
     greets = [send(client, "user.signup", {"name": f"u{i}"}) for i in range(3)]

@@ -8,7 +8,7 @@ import inspect
 import os
 import threading
 from collections.abc import Callable, Iterable, Sequence
-from datetime import timedelta
+from datetime import datetime, timedelta
 from typing import Any, overload
 
 from conveyor.cron import parse_cron, zone
@@ -22,7 +22,7 @@ from conveyor.sdk.push import ServesPush
 from conveyor.storage.base import FunctionSpec, RunFilter
 from conveyor.storage.blobs import BlobStore
 from conveyor.storage.factory import open_storage, resolve_url
-from conveyor.types import Backoff, Concurrency, Event, Run
+from conveyor.types import Backoff, Concurrency, Event, Run, ts_from_datetime
 from conveyor.worker.drain import drain as _drain
 from conveyor.worker.service import Worker
 
@@ -247,11 +247,18 @@ class Conveyor(ServesPush):
             return self._producer.runs_for_event(event_id)
         return self._engine().list_runs(RunFilter(event_id=event_id, limit=10_000))
 
-    def list_runs(self, function: str | None = None, status: str | None = None, limit: int = 100) -> list[Run]:
-        """Runs, newest first (over HTTP: summaries, without steps; see get_run)."""
+    def list_runs(
+        self, function: str | None = None, status: str | None = None, limit: int = 100, *,
+        since: datetime | None = None,
+    ) -> list[Run]:
+        """Runs, newest first, optionally only those created at or after ``since`` (a naive
+        datetime is UTC). Over HTTP: summaries, without steps; see get_run."""
+        if since is not None and not isinstance(since, datetime):
+            raise InvalidInput(f"since must be a datetime, got {type(since).__name__}")
         if self._producer is not None:
-            return self._producer.list_runs(function, status, limit)
-        return self._engine().list_runs(RunFilter(function=function, status=status, limit=limit))
+            return self._producer.list_runs(function, status, limit, since=since)
+        after = None if since is None else ts_from_datetime(since)
+        return self._engine().list_runs(RunFilter(function=function, status=status, limit=limit, since=after))
 
     def run_logs(self, run_id: str) -> list[dict[str, Any]]:
         """The records a run wrote through ``ctx.log``, oldest first."""

@@ -39,6 +39,7 @@ import random
 import threading
 import time
 from collections.abc import AsyncGenerator, Awaitable, Callable, Iterable, Sequence
+from datetime import datetime
 from typing import TYPE_CHECKING, Any, TypeVar
 from urllib.parse import urlsplit
 
@@ -202,11 +203,17 @@ class Producer:
     async def aruns_for_event(self, event_id: str) -> list[Run]:
         return await self._adrive(runs_for_event_op(event_id))
 
-    def list_runs(self, function: str | None = None, status: str | None = None, limit: int = 100) -> list[Run]:
-        return self._drive(list_runs_op(function, status, limit))
+    def list_runs(
+        self, function: str | None = None, status: str | None = None, limit: int = 100, *,
+        since: datetime | None = None,
+    ) -> list[Run]:
+        return self._drive(list_runs_op(function, status, limit, since))
 
-    async def alist_runs(self, function: str | None = None, status: str | None = None, limit: int = 100) -> list[Run]:
-        return await self._adrive(list_runs_op(function, status, limit))
+    async def alist_runs(
+        self, function: str | None = None, status: str | None = None, limit: int = 100, *,
+        since: datetime | None = None,
+    ) -> list[Run]:
+        return await self._adrive(list_runs_op(function, status, limit, since))
 
     def run_logs(self, run_id: str) -> list[dict[str, Any]]:
         return self._drive(logs_op(run_id))

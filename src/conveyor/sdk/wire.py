@@ -31,7 +31,7 @@ from conveyor.errors import (
     ServerUnavailable,
 )
 from conveyor.records import NewEvent
-from conveyor.types import Event, Progress, Run, StepRecord
+from conveyor.types import Event, Progress, Run, StepRecord, ts_from_datetime
 
 log = logging.getLogger(__name__)
 
@@ -338,8 +338,10 @@ def runs_for_event_op(event_id: str) -> Op[list[Run]]:
     return (yield from list_op("runs_for_event", "/api/v1/runs", "runs", {"event_id": event_id}, 10_000))
 
 
-def list_runs_op(function: str | None, status: str | None, limit: int) -> Op[list[Run]]:
-    return (yield from list_op("list_runs", "/api/v1/runs", "runs", {"function": function, "status": status}, limit))
+def list_runs_op(function: str | None, status: str | None, limit: int, since: datetime | None = None) -> Op[list[Run]]:
+    after = None if since is None else datetime.fromtimestamp(ts_from_datetime(since), UTC).isoformat()
+    params = {"function": function, "status": status, "since": after}
+    return (yield from list_op("list_runs", "/api/v1/runs", "runs", params, limit))
 
 
 def dead_letters_op(limit: int) -> Op[list[Run]]:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from datetime import datetime
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Body, Depends, Query
@@ -14,6 +15,7 @@ from conveyor.server import schemas, views
 from conveyor.server.auth import api_token
 from conveyor.server.state import State, state
 from conveyor.storage.base import RunFilter
+from conveyor.types import ts_from_datetime
 
 log = logging.getLogger("conveyor.server")
 router = APIRouter(prefix="/api/v1", tags=["runs"], dependencies=[Depends(api_token)])
@@ -21,6 +23,12 @@ StateDep = Annotated[State, Depends(state)]
 Limit = Annotated[int, Query(ge=1, le=500, description="page size")]
 Cursor = Annotated[str | None, Query(max_length=300, description="the 'next' value of the previous page")]
 Id = Annotated[str | None, Query(max_length=300)]
+When = Annotated[datetime | None, Query(description="ISO 8601 (UTC unless it names an offset) or Unix seconds; "
+                                        "since: created at or after, until: created before")]
+
+
+def _ts(when: datetime | None) -> float | None:
+    return None if when is None else ts_from_datetime(when)
 
 
 def _page(runs: list[Any], limit: int) -> str | None:
@@ -31,10 +39,10 @@ def _page(runs: list[Any], limit: int) -> str | None:
             summary="Runs, newest first")
 async def list_runs(
     st: StateDep, function: Id = None, status: Id = None, event_id: Id = None, parent_id: Id = None,
-    limit: Limit = 50, cursor: Cursor = None,
+    limit: Limit = 50, cursor: Cursor = None, since: When = None, until: When = None,
 ) -> dict[str, Any]:
     flt = RunFilter(function=function, status=status, event_id=event_id, parent_id=parent_id,
-                    before=cursor, limit=limit)
+                    before=cursor, limit=limit, since=_ts(since), until=_ts(until))
     runs = await asyncio.to_thread(st.engine.list_runs, flt, with_steps=False)
     return {"runs": [views.run_summary(r) for r in runs], "next": _page(runs, limit)}
 
