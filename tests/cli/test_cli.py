@@ -177,6 +177,59 @@ def test_runs_list_filters_by_function(cli: Run, app: conveyor.Conveyor, tmp_pat
     assert greet.id not in out
 
 
+def test_runs_show_lays_steps_on_a_timeline_and_prints_the_log(cli: Run, app: conveyor.Conveyor) -> None:
+    run = send(app, "logged.requested", {"who": "ada"})
+    code, out, _ = cli("runs", "show", run.id)
+    assert code == 0
+    assert "timeline" in out
+    rows = {name: line for line in out.splitlines() for name in ("first", "second") if f" {name} " in line}
+    assert set(rows) == {"first", "second"}
+    assert all("━" in line for line in rows.values()), out  # each step has its bar
+    assert out.index("starting for ada") < out.index("between the steps") < out.index("all done")
+    for level in ("INFO", "WARNING", "ERROR"):
+        assert level in out
+
+    code, out, _ = cli("runs", "show", run.id, "--json")
+    logs = json.loads(out)["logs"]
+    assert [(r["level"], r["message"]) for r in logs] == [
+        ("INFO", "starting for ada"), ("WARNING", "between the steps"), ("ERROR", "all done")]
+    assert [r["step_id"] for r in logs] == [None, None, None]  # logged between steps, not inside one
+
+
+def test_timeline_bars_sit_where_the_steps_ran() -> None:
+    from datetime import UTC, datetime, timedelta
+
+    from conveyor.cli.render import timeline_bar
+    from conveyor.types import StepRecord
+
+    t0 = datetime(2026, 1, 1, tzinfo=UTC)
+    end = t0 + timedelta(seconds=10)
+    early = StepRecord("a", "run", "completed", 1, None, None, t0, t0 + timedelta(seconds=2))
+    late = StepRecord("b", "sleep", "completed", 1, None, None, t0 + timedelta(seconds=5), end)
+    instant = StepRecord("c", "run", "completed", 1, None, None, end, end)
+    going = StepRecord("d", "run", "running", 1, None, None, t0 + timedelta(seconds=8), None)
+    assert timeline_bar(early, t0, end, width=10).plain == "━━        "
+    assert timeline_bar(late, t0, end, width=10).plain == "     ━━━━━"
+    assert timeline_bar(instant, t0, end, width=10).plain == "         ━"  # at least one character
+    assert timeline_bar(going, t0, end, width=10).plain == "        ━━"  # runs on to the axis's end
+    not_started = StepRecord("e", "run", "queued", 0, None, None, None, None)
+    assert timeline_bar(not_started, t0, end, width=10).plain == " " * 10
+
+
+def test_runs_list_since_and_event(cli: Run, app: conveyor.Conveyor) -> None:
+    greet = send(app, "greet.requested", {})
+    other = send(app, "logged.requested", {})
+    code, out, _ = cli("runs", "list", "--since", "1h", "--json")
+    assert code == 0 and {r["id"] for r in json.loads(out)} == {greet.id, other.id}
+    code, out, _ = cli("runs", "list", "--since", "2999-01-01T00:00:00", "--json")
+    assert code == 0 and json.loads(out) == []
+    code, out, _ = cli("runs", "list", "--event", greet.event_id, "--json")
+    assert code == 0 and [r["id"] for r in json.loads(out)] == [greet.id]
+    for bad in ("yesterday", "-5m", "12x"):
+        code, _, err = cli("runs", "list", "--since", bad)
+        assert code == 2 and "--since" in err, err
+
+
 @pytest.mark.parametrize("command", ["show", "cancel", "replay", "watch"])
 def test_unknown_run_is_one_line_error(cli: Run, command: str) -> None:
     code, out, err = cli("runs", command, "no-such-run")

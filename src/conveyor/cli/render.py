@@ -97,27 +97,92 @@ def runs_table(runs: Sequence[Run], *, title: str | None = None) -> Table:
     return table
 
 
-def steps_table(steps: Sequence[StepRecord]) -> Table:
-    table = Table(title="steps", title_justify="left")
+#: Width, in characters, of the timeline column of ``runs show``.
+TIMELINE_WIDTH = 32
+
+
+def steps_table(steps: Sequence[StepRecord], *, run: Run | None = None, now: datetime | None = None) -> Table:
+    """The steps in execution order; with ``run``, a waterfall column places each step on the
+    run's time axis (from its start to its end, or to ``now`` while it goes on)."""
+    axis = _axis(run, steps, now) if run is not None else None
+    title = "steps" if axis is None else f"steps  (timeline: {duration(axis[0], axis[1])} in all)"
+    table = Table(title=title, title_justify="left")
     table.add_column("#", justify="right", style="dim", no_wrap=True)
     table.add_column("step", no_wrap=True)
     table.add_column("kind", no_wrap=True)
     table.add_column("status", no_wrap=True)
     table.add_column("attempts", justify="right", no_wrap=True)
     table.add_column("duration", justify="right", no_wrap=True)
+    if axis is not None:
+        table.add_column("timeline", no_wrap=True, min_width=TIMELINE_WIDTH)
     table.add_column("result", max_width=70)
     for number, step in enumerate(steps, 1):
-        detail = _detail(step.output, step.error)
-        table.add_row(
+        row: list[RenderableType] = [
             str(number),
             step.id,
             step.kind,
             status_text(step.status),
             str(step.attempts),
-            duration(step.started_at, step.ended_at),
-            detail,
-        )
+            duration(step.started_at, step.ended_at or (axis[1] if axis and step.started_at else None)),
+        ]
+        if axis is not None:
+            row.append(timeline_bar(step, *axis))
+        row.append(_detail(step.output, step.error))
+        table.add_row(*row)
     return table
+
+
+def _axis(run: Run, steps: Sequence[StepRecord], now: datetime | None) -> tuple[datetime, datetime] | None:
+    """The time span the timeline covers: the run's start (or first step's) to its end, or now."""
+    starts = [s.started_at for s in steps if s.started_at]
+    start = run.started_at or min(starts, default=None)
+    if start is None:
+        return None
+    ends = [s.ended_at for s in steps if s.ended_at]
+    end = run.ended_at or (now if now is not None else datetime.now(start.tzinfo))
+    end = max([end, *ends])
+    return start, end
+
+
+def timeline_bar(step: StepRecord, start: datetime, end: datetime, width: int = TIMELINE_WIDTH) -> Text:
+    """``   ━━━━━━          ``: the step's span on the ``start``..``end`` axis, at least one
+    character wide; a step still going on runs to the end of the axis, dimmed."""
+    if step.started_at is None:
+        return Text(" " * width)
+    total = max((end - start).total_seconds(), 1e-9)
+    left = (step.started_at - start).total_seconds() / total
+    right = ((step.ended_at or end) - start).total_seconds() / total
+    first = min(width - 1, max(0, int(left * width)))
+    last = min(width, max(first + 1, round(right * width)))
+    style = STATUS_STYLES.get(step.status, "")
+    if step.ended_at is None:
+        style += " dim"
+    return Text.assemble(" " * first, ("━" * (last - first), style), " " * (width - last))
+
+
+def logs_table(records: Sequence[dict[str, Any]], *, since: datetime | None = None) -> Table:
+    """The lines a run wrote through ``ctx.log``: time (after ``since``, else absolute), level, step."""
+    table = Table(title="log", title_justify="left")
+    table.add_column("time", justify="right", no_wrap=True, style="dim")
+    table.add_column("level", no_wrap=True)
+    table.add_column("step", no_wrap=True)
+    table.add_column("attempt", justify="right", no_wrap=True)
+    table.add_column("message")
+    for r in records:
+        ts = r.get("ts")
+        if isinstance(ts, int | float) and since is not None:
+            when = f"+{seconds_text(ts - since.timestamp())}"
+        elif isinstance(ts, int | float):
+            when = timestamp(datetime.fromtimestamp(ts).astimezone())
+        else:
+            when = "-"
+        level = str(r.get("level", ""))
+        table.add_row(when, Text(level, style=LEVEL_STYLES.get(level, "")), r.get("step_id") or "-",
+                      str(r.get("attempt", "")), Text(str(r.get("message", ""))))
+    return table
+
+
+LEVEL_STYLES = {"DEBUG": "dim", "INFO": "", "WARNING": "yellow", "ERROR": "red", "CRITICAL": "bold red"}
 
 
 def run_header(run: Run) -> Table:
@@ -147,11 +212,19 @@ def run_header(run: Run) -> Table:
     return grid
 
 
-def run_detail(run: Run) -> RenderableType:
-    """The run's header and, when it has any, the table of its steps."""
-    if not run.steps:
-        return Group(run_header(run), Text("no steps yet", style="dim"))
-    return Group(run_header(run), Text(""), steps_table(run.steps))
+def run_detail(run: Run, logs: Sequence[dict[str, Any]] = (), *, now: datetime | None = None) -> RenderableType:
+    """The run's header, the table of its steps on a timeline, and the lines it logged."""
+    parts: list[RenderableType] = [run_header(run)]
+    if run.progress is not None and run.progress.total:
+        parts.append(progress_bar(run.progress))
+    parts.append(Text(""))
+    if run.steps:
+        parts.append(steps_table(run.steps, run=run, now=now))
+    else:
+        parts.append(Text("no steps yet", style="dim"))
+    if logs:
+        parts += [Text(""), logs_table(logs, since=run.started_at)]
+    return Group(*parts)
 
 
 # --- progress of a run's children (``conveyor runs watch`` and the examples) ---------------

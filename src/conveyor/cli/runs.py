@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+from datetime import UTC, datetime, timedelta
 
 from rich.text import Text
 
@@ -22,11 +23,14 @@ def add_parser(commands: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     p = sub.add_parser("list", parents=[db], help="runs, newest first")
     p.add_argument("--function", metavar="F", help="only runs of this function id")
     p.add_argument("--status", metavar="S", choices=RUN_STATUSES, help="only runs in this status")
+    p.add_argument("--event", metavar="ID", help="only the runs this event started")
+    p.add_argument("--since", metavar="WHEN", type=since_time,
+                   help="only runs created since then: an age (90s, 15m, 2h, 7d) or an ISO 8601 time")
     p.add_argument("--limit", metavar="N", type=positive_int, default=50, help="default 50")
     p.add_argument("--json", action="store_true", help="print JSON instead of a table")
     p.set_defaults(handler=cmd_list)
 
-    p = sub.add_parser("show", parents=[db], help="a run and its steps")
+    p = sub.add_parser("show", parents=[db], help="a run: its steps on a timeline, its children, its log")
     p.add_argument("run_id", metavar="ID")
     p.add_argument("--json", action="store_true", help="print JSON instead of tables")
     p.set_defaults(handler=cmd_show)
@@ -54,7 +58,14 @@ def add_parser(commands: argparse._SubParsersAction[argparse.ArgumentParser]) ->
 def cmd_list(args: argparse.Namespace) -> int:
     app = cli_app(args)
     try:
-        runs = app.list_runs(function=args.function, status=args.status, limit=args.limit)
+        if args.event:
+            runs = [r for r in app.runs_for_event(args.event)
+                    if (args.function is None or r.function_id == args.function)
+                    and (args.status is None or r.status == args.status)
+                    and (args.since is None or (r.created_at is not None and r.created_at >= args.since))]
+            runs = runs[:args.limit]
+        else:
+            runs = app.list_runs(function=args.function, status=args.status, limit=args.limit, since=args.since)
     finally:
         app.close()
     console = stdout_console()
@@ -71,13 +82,14 @@ def cmd_show(args: argparse.Namespace) -> int:
     app = cli_app(args)
     try:
         run = app.get_run(args.run_id)
+        logs = app.run_logs(args.run_id)
     finally:
         app.close()
     console = stdout_console()
     if args.json:
-        console.print_json(json.dumps(run.to_dict(), default=str))
+        console.print_json(json.dumps({**run.to_dict(), "logs": logs}, default=str))
     else:
-        console.print(render.run_detail(run))
+        console.print(render.run_detail(run, logs))
     return 0
 
 
@@ -114,6 +126,30 @@ def cmd_watch(args: argparse.Namespace) -> int:
     console.print()
     console.print(render.run_detail(run))
     return 0 if run.status == "completed" else 1
+
+
+AGE_UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
+
+
+def since_time(text: str) -> datetime:
+    """An argparse type: ``15m``-style ages (s, m, h, d) before now, or an ISO 8601 time (UTC
+    unless it names an offset)."""
+    text = text.strip()
+    unit = AGE_UNITS.get(text[-1:].lower())
+    if unit is not None:
+        try:
+            amount = float(text[:-1])
+        except ValueError:
+            amount = -1.0
+        if not 0 <= amount <= 100 * 365 * 86400:
+            raise argparse.ArgumentTypeError(f"not an age like 90s, 15m, 2h or 7d: {text!r}")
+        return datetime.now(UTC) - timedelta(seconds=amount * unit)
+    try:
+        when = datetime.fromisoformat(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"not an age (90s, 15m, 2h, 7d) or an ISO 8601 time (2026-12-01T08:00): {text!r}") from None
+    return when if when.tzinfo else when.replace(tzinfo=UTC)
 
 
 def interval_seconds(text: str) -> float:

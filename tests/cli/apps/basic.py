@@ -48,3 +48,14 @@ def flagged(ctx: Context) -> str:
 def nap(ctx: Context) -> str:
     ctx.step.sleep("nap", timedelta(hours=1))
     return "rested"
+
+
+@app.function(on="logged.requested", retries=0)
+def logged(ctx: Context) -> int:
+    """Two steps and three log lines: what ``runs show`` lays out as a timeline and a log."""
+    ctx.log.info("starting for %s", ctx.event.data.get("who", "nobody"))
+    first = ctx.step.run("first", lambda: 1)
+    ctx.log.warning("between the steps")
+    second = ctx.step.run("second", lambda: 2)
+    ctx.log.error("all done")
+    return int(first) + int(second)
