@@ -147,7 +147,6 @@ def test_a_50_mib_body_is_refused_from_its_content_length(srv) -> None:
     with _rss_guard(srv):
         resp = raw_request(srv.address, head, _big_body(total), timeout=30)
     assert resp.status == 413, resp
-    assert resp.elapsed < 10, f"413 took {resp.elapsed:.1f}s"
     assert resp.sent < total, "the server read the whole 50 MiB before refusing it"
     error = json.loads(resp.body)["error"]
     assert error["code"] == "too_large", resp

@@ -12,7 +12,6 @@ under pytest 9; the operations are driven through its Python API instead:
 
 from __future__ import annotations
 
-import time
 from collections.abc import Callable
 from typing import Any
 
@@ -63,8 +62,6 @@ def fuzz(server: Any, verify: Callable[[Any], None], max_examples: int = MAX_EXA
 
 @pytest.mark.slow
 def test_no_server_errors_and_conforming_answers(auth_server) -> None:
-    started = time.monotonic()
-
     def verify(case: Any) -> None:
         case.call_and_validate(headers=auth_server.headers(), checks=CHECKS, timeout=30)
 
@@ -72,7 +69,6 @@ def test_no_server_errors_and_conforming_answers(auth_server) -> None:
     assert operations >= 10, f"only {operations} operations in the document"
     assert not failures, "\n\n".join(failures)
     assert auth_server.healthy(), auth_server.stderr()
-    assert time.monotonic() - started < 90
 
 
 @pytest.mark.slow
