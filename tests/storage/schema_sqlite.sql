@@ -10,13 +10,17 @@ CREATE TABLE conveyor_steps ( run_id TEXT NOT NULL, step_id TEXT NOT NULL, seq I
 CREATE TABLE conveyor_triggers ( event_name TEXT NOT NULL, function_id TEXT NOT NULL, PRIMARY KEY (event_name, function_id) ) WITHOUT ROWID;
 CREATE TABLE conveyor_waits ( run_id TEXT NOT NULL, step_id TEXT NOT NULL, event_name TEXT NOT NULL, match_path TEXT, match_value TEXT, created_at REAL NOT NULL, expires_at REAL, matched_event_id TEXT, PRIMARY KEY (run_id, step_id) ) WITHOUT ROWID;
 CREATE TABLE conveyor_workers ( id TEXT PRIMARY KEY, kind TEXT NOT NULL, -- worker | dispatcher host TEXT NOT NULL, pid INTEGER NOT NULL, pools TEXT NOT NULL, -- JSON list of pool names concurrency INTEGER NOT NULL, started_at REAL NOT NULL, seen_at REAL NOT NULL );
+CREATE INDEX conveyor_events_named ON conveyor_events (name, ts, id) WHERE substr(name, 1, 9) <> 'conveyor/';
+CREATE INDEX conveyor_events_sent ON conveyor_events (ts, id) WHERE substr(name, 1, 9) <> 'conveyor/';
 CREATE INDEX conveyor_events_ts ON conveyor_events (ts);
 CREATE INDEX conveyor_jobs_cgroup ON conveyor_jobs (cgroup, lease_expires) WHERE cgroup IS NOT NULL;
 CREATE INDEX conveyor_jobs_due ON conveyor_jobs (pool, run_at);
 CREATE INDEX conveyor_logs_run ON conveyor_logs (run_id, id);
 CREATE INDEX conveyor_runs_children_status ON conveyor_runs (parent_id, status) WHERE parent_id IS NOT NULL;
 CREATE INDEX conveyor_runs_function ON conveyor_runs (function_id, id);
+CREATE INDEX conveyor_runs_function_status ON conveyor_runs (function_id, status, id);
 CREATE INDEX conveyor_runs_parent ON conveyor_runs (parent_id, parent_step, child_index) WHERE parent_id IS NOT NULL;
 CREATE INDEX conveyor_runs_status ON conveyor_runs (status, id);
+CREATE INDEX conveyor_runs_top ON conveyor_runs (id) WHERE parent_id IS NULL;
 CREATE INDEX conveyor_steps_fanout_waiting ON conveyor_steps (started_at) WHERE status = 'waiting' AND kind IN ('map', 'invoke');
 CREATE INDEX conveyor_waits_event ON conveyor_waits (event_name);

@@ -123,6 +123,9 @@ class RunFilter:
     limit: int = 100
     since: float | None = None  # runs created at or after this time (Unix seconds)
     until: float | None = None  # runs created before this time
+    #: Only runs without a parent (no child of a map or invoke). Served by an index of its own
+    #: when it is the only filter (besides the time window); a residual filter otherwise.
+    top_level: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -326,8 +329,13 @@ class Storage(ABC):
         """Every function some app registered, with its triggers, by id."""
 
     @abstractmethod
-    def events_list(self, name: str | None, before: EventCursor | None, limit: int) -> list[EventRow]:
-        """Events newest first (by time, then id), optionally of one name, after a cursor."""
+    def events_list(self, name: str | None, before: EventCursor | None, limit: int, *,
+                    internal: bool = True) -> list[EventRow]:
+        """Events newest first (by time, then id), optionally of one name, after a cursor.
+
+        ``internal=False`` leaves out the events Conveyor makes itself (names starting with
+        ``conveyor/``: one per child of a map, per invoke, per cron tick), which can outnumber
+        the events applications send by far."""
 
     @abstractmethod
     def pools_backlog(self, now: float) -> list[PoolBacklog]:

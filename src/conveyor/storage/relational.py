@@ -40,6 +40,7 @@ from conveyor.storage.sql import load_migrations, split_statements
 
 timezone_utc = UTC
 FAR_FUTURE = 1e15  # run_at of a job that waits for something else to wake it
+INTERNAL_PREFIX = "conveyor/"  # names of the events Conveyor makes itself (a map's children, cron ticks...)
 _dumps = json.JSONEncoder(separators=(",", ":")).encode
 
 
@@ -609,9 +610,12 @@ class RelationalStorage(Storage):
         return None if row is None else RunRow(*row)
 
     def runs_list(self, flt: RunFilter) -> list[RunRow]:
+        top = int(flt.top_level)
         if flt.event_id is not None:
-            rows = self._rows("runs_by_event", (flt.event_id, flt.function, flt.status, flt.before, flt.limit))
+            rows = self._rows("runs_by_event", (flt.event_id, flt.function, flt.status, flt.before, flt.limit, top))
         elif flt.parent_id is not None:
+            if flt.top_level:
+                return []  # a parent's children are not top-level runs
             rows = self._rows("runs_by_parent", (flt.parent_id, flt.function, flt.status, flt.before, flt.limit))
         else:
             # a time window is a range of ids (they begin with their creation time)
@@ -619,10 +623,15 @@ class RelationalStorage(Storage):
             if flt.until is not None:
                 before = min(before or "~", id_floor(flt.until))
             after = None if flt.since is None else id_floor(flt.since)
-            if flt.function is not None:
-                rows = self._rows("runs_by_function", (flt.function, flt.status, before, flt.limit, after))
+            if flt.function is not None and flt.status is not None:
+                rows = self._rows("runs_by_function_status",
+                                  (flt.function, flt.status, before, flt.limit, after, top))
+            elif flt.function is not None:
+                rows = self._rows("runs_by_function", (flt.function, flt.status, before, flt.limit, after, top))
             elif flt.status is not None:
-                rows = self._rows("runs_by_status", (flt.status, before, flt.limit, after))
+                rows = self._rows("runs_by_status", (flt.status, before, flt.limit, after, top))
+            elif flt.top_level:
+                rows = self._rows("runs_top", (before, flt.limit, after))
             else:
                 rows = self._rows("runs_all", (before, flt.limit, after))
         return [RunRow(*row) for row in rows]
@@ -766,11 +775,20 @@ class RelationalStorage(Storage):
             for fid, pool, retries, limit, key, cron, on_failure, updated_at in self._rows("functions_all", ())
         ]
 
-    def events_list(self, name: str | None, before: EventCursor | None, limit: int) -> list[EventRow]:
+    def events_list(self, name: str | None, before: EventCursor | None, limit: int, *,
+                    internal: bool = True) -> list[EventRow]:
         params = {"name": name, "ts": before.ts if before else None, "id": before.id if before else None,
                   "limit": limit}
+        if name is not None and not name.startswith(INTERNAL_PREFIX):
+            block = "events_named"  # an application's event name: its own index
+        elif name is None and not internal:
+            block = "events_sent"
+        elif name is not None and not internal:
+            return []  # an internal name, and internal events left out
+        else:
+            block = "events_recent"
         with self._read() as conn:
-            return [EventRow(*r) for r in conn.execute(self.q["events_recent"], params).fetchall()]
+            return [EventRow(*r) for r in conn.execute(self.q[block], params).fetchall()]
 
     def pools_backlog(self, now: float) -> list[PoolBacklog]:
         return [PoolBacklog(pool, int(n), oldest) for pool, n, oldest in self._rows("pools_backlog", (now,))]

@@ -250,11 +250,11 @@ DELETE FROM conveyor_steps WHERE run_id = %s AND status != 'completed';
 -- index that fits its leading filter; the other filters are residual.
 
 -- name: runs_by_event
-WITH a AS (SELECT %s::text AS ev, %s::text AS fn, %s::text AS st, %s::text AS bf, %s::int AS lim)
+WITH a AS (SELECT %s::text AS ev, %s::text AS fn, %s::text AS st, %s::text AS bf, %s::int AS lim, %s::int AS top)
 SELECT r.id, r.function_id, r.event_id, r.status, r.pool, r.output, r.error, r.parent_id, r.created_at, r.started_at, r.ended_at
 FROM conveyor_runs r, a
 WHERE r.event_id = a.ev AND (a.fn IS NULL OR r.function_id = a.fn) AND (a.st IS NULL OR r.status = a.st)
-  AND (a.bf IS NULL OR r.id < a.bf)
+  AND (a.bf IS NULL OR r.id < a.bf) AND (a.top = 0 OR r.parent_id IS NULL)
 ORDER BY r.id DESC LIMIT (SELECT lim FROM a);
 
 -- name: runs_by_parent
@@ -266,18 +266,26 @@ WHERE r.parent_id = a.par AND (a.fn IS NULL OR r.function_id = a.fn) AND (a.st I
 ORDER BY r.parent_step, r.child_index LIMIT (SELECT lim FROM a);
 
 -- name: runs_by_function
-WITH a AS (SELECT %s::text AS fn, %s::text AS st, %s::text AS bf, %s::int AS lim, %s::text AS af)
+WITH a AS (SELECT %s::text AS fn, %s::text AS st, %s::text AS bf, %s::int AS lim, %s::text AS af, %s::int AS top)
 SELECT r.id, r.function_id, r.event_id, r.status, r.pool, r.output, r.error, r.parent_id, r.created_at, r.started_at, r.ended_at
 FROM conveyor_runs r, a
 WHERE r.function_id = a.fn AND (a.st IS NULL OR r.status = a.st) AND r.id < coalesce(a.bf, '~')
-  AND r.id >= coalesce(a.af, '')
+  AND r.id >= coalesce(a.af, '') AND (a.top = 0 OR r.parent_id IS NULL)
 ORDER BY r.function_id DESC, r.id DESC LIMIT (SELECT lim FROM a);
 
--- name: runs_by_status
-WITH a AS (SELECT %s::text AS st, %s::text AS bf, %s::int AS lim, %s::text AS af)
+-- name: runs_by_function_status
+WITH a AS (SELECT %s::text AS fn, %s::text AS st, %s::text AS bf, %s::int AS lim, %s::text AS af, %s::int AS top)
 SELECT r.id, r.function_id, r.event_id, r.status, r.pool, r.output, r.error, r.parent_id, r.created_at, r.started_at, r.ended_at
 FROM conveyor_runs r, a
-WHERE r.status = a.st AND r.id < coalesce(a.bf, '~') AND r.id >= coalesce(a.af, '')
+WHERE r.function_id = a.fn AND r.status = a.st AND r.id < coalesce(a.bf, '~') AND r.id >= coalesce(a.af, '')
+  AND (a.top = 0 OR r.parent_id IS NULL)
+ORDER BY r.function_id DESC, r.status DESC, r.id DESC LIMIT (SELECT lim FROM a);
+
+-- name: runs_by_status
+WITH a AS (SELECT %s::text AS st, %s::text AS bf, %s::int AS lim, %s::text AS af, %s::int AS top)
+SELECT r.id, r.function_id, r.event_id, r.status, r.pool, r.output, r.error, r.parent_id, r.created_at, r.started_at, r.ended_at
+FROM conveyor_runs r, a
+WHERE r.status = a.st AND r.id < coalesce(a.bf, '~') AND r.id >= coalesce(a.af, '') AND (a.top = 0 OR r.parent_id IS NULL)
 ORDER BY r.status DESC, r.id DESC LIMIT (SELECT lim FROM a);
 
 -- name: runs_all
@@ -285,6 +293,13 @@ WITH a AS (SELECT %s::text AS bf, %s::int AS lim, %s::text AS af)
 SELECT r.id, r.function_id, r.event_id, r.status, r.pool, r.output, r.error, r.parent_id, r.created_at, r.started_at, r.ended_at
 FROM conveyor_runs r, a
 WHERE r.id < coalesce(a.bf, '~') AND r.id >= coalesce(a.af, '')
+ORDER BY r.id DESC LIMIT (SELECT lim FROM a);
+
+-- name: runs_top
+WITH a AS (SELECT %s::text AS bf, %s::int AS lim, %s::text AS af)
+SELECT r.id, r.function_id, r.event_id, r.status, r.pool, r.output, r.error, r.parent_id, r.created_at, r.started_at, r.ended_at
+FROM conveyor_runs r, a
+WHERE r.parent_id IS NULL AND r.id < coalesce(a.bf, '~') AND r.id >= coalesce(a.af, '')
 ORDER BY r.id DESC LIMIT (SELECT lim FROM a);
 
 -- name: waited_event_names
@@ -435,6 +450,21 @@ SELECT id, name, data, ts FROM conveyor_events
 WHERE (%(name)s::text IS NULL OR name = %(name)s::text)
   AND (%(ts)s::float8 IS NULL OR ts < %(ts)s::float8 OR (ts = %(ts)s::float8 AND id < %(id)s::text))
 ORDER BY ts DESC, id DESC LIMIT %(limit)s;
+
+-- Events sent by applications (not the internal 'conveyor/...' ones), newest first; and
+-- those of one such name. The page cursor is a row value, so a later page seeks to it.
+
+-- name: events_sent
+SELECT id, name, data, ts FROM conveyor_events
+WHERE substr(name, 1, 9) <> 'conveyor/'
+  AND (ts, id) < (coalesce(%(ts)s::float8, 'Infinity'::float8), coalesce(%(id)s::text, ''))
+ORDER BY ts DESC, id DESC LIMIT %(limit)s;
+
+-- name: events_named
+SELECT id, name, data, ts FROM conveyor_events
+WHERE substr(name, 1, 9) <> 'conveyor/' AND name = %(name)s::text
+  AND (ts, id) < (coalesce(%(ts)s::float8, 'Infinity'::float8), coalesce(%(id)s::text, ''))
+ORDER BY name DESC, ts DESC, id DESC LIMIT %(limit)s;
 
 -- name: pools_backlog
 SELECT pool, count(*), min(run_at) FROM conveyor_jobs WHERE run_at <= %s GROUP BY pool;

@@ -222,7 +222,7 @@ DELETE FROM conveyor_steps WHERE run_id = ? AND status != 'completed';
 SELECT id, function_id, event_id, status, pool, output, error, parent_id, created_at, started_at, ended_at
 FROM conveyor_runs
 WHERE event_id = ?1 AND (?2 IS NULL OR function_id = ?2) AND (?3 IS NULL OR status = ?3)
-  AND (?4 IS NULL OR id < ?4)
+  AND (?4 IS NULL OR id < ?4) AND (?6 = 0 OR parent_id IS NULL)
 ORDER BY id DESC LIMIT ?5;
 
 -- name: runs_by_parent
@@ -236,18 +236,32 @@ ORDER BY parent_step, child_index LIMIT ?5;
 SELECT id, function_id, event_id, status, pool, output, error, parent_id, created_at, started_at, ended_at
 FROM conveyor_runs INDEXED BY conveyor_runs_function
 WHERE function_id = ?1 AND (?2 IS NULL OR status = ?2) AND id < coalesce(?3, '~') AND id >= coalesce(?5, '')
+  AND (?6 = 0 OR parent_id IS NULL)
 ORDER BY function_id DESC, id DESC LIMIT ?4;
+
+-- name: runs_by_function_status
+SELECT id, function_id, event_id, status, pool, output, error, parent_id, created_at, started_at, ended_at
+FROM conveyor_runs INDEXED BY conveyor_runs_function_status
+WHERE function_id = ?1 AND status = ?2 AND id < coalesce(?3, '~') AND id >= coalesce(?5, '')
+  AND (?6 = 0 OR parent_id IS NULL)
+ORDER BY function_id DESC, status DESC, id DESC LIMIT ?4;
 
 -- name: runs_by_status
 SELECT id, function_id, event_id, status, pool, output, error, parent_id, created_at, started_at, ended_at
 FROM conveyor_runs INDEXED BY conveyor_runs_status
-WHERE status = ?1 AND id < coalesce(?2, '~') AND id >= coalesce(?4, '')
+WHERE status = ?1 AND id < coalesce(?2, '~') AND id >= coalesce(?4, '') AND (?5 = 0 OR parent_id IS NULL)
 ORDER BY status DESC, id DESC LIMIT ?3;
 
 -- name: runs_all
 SELECT id, function_id, event_id, status, pool, output, error, parent_id, created_at, started_at, ended_at
 FROM conveyor_runs
 WHERE id < coalesce(?1, '~') AND id >= coalesce(?3, '')
+ORDER BY id DESC LIMIT ?2;
+
+-- name: runs_top
+SELECT id, function_id, event_id, status, pool, output, error, parent_id, created_at, started_at, ended_at
+FROM conveyor_runs INDEXED BY conveyor_runs_top
+WHERE parent_id IS NULL AND id < coalesce(?1, '~') AND id >= coalesce(?3, '')
 ORDER BY id DESC LIMIT ?2;
 
 -- name: waited_event_names
@@ -347,6 +361,19 @@ SELECT event_name, function_id FROM conveyor_triggers ORDER BY event_name;
 SELECT id, name, data, ts FROM conveyor_events
 WHERE (:name IS NULL OR name = :name) AND (:ts IS NULL OR ts < :ts OR (ts = :ts AND id < :id))
 ORDER BY ts DESC, id DESC LIMIT :limit;
+
+-- Events sent by applications (not the internal 'conveyor/...' ones), newest first; and
+-- those of one such name. The page cursor is a row value, so a later page seeks to it.
+
+-- name: events_sent
+SELECT id, name, data, ts FROM conveyor_events INDEXED BY conveyor_events_sent
+WHERE substr(name, 1, 9) <> 'conveyor/' AND (ts, id) < (coalesce(:ts, 1e300), coalesce(:id, ''))
+ORDER BY ts DESC, id DESC LIMIT :limit;
+
+-- name: events_named
+SELECT id, name, data, ts FROM conveyor_events INDEXED BY conveyor_events_named
+WHERE substr(name, 1, 9) <> 'conveyor/' AND name = :name AND (ts, id) < (coalesce(:ts, 1e300), coalesce(:id, ''))
+ORDER BY name DESC, ts DESC, id DESC LIMIT :limit;
 
 -- name: pools_backlog
 SELECT pool, count(*), min(run_at) FROM conveyor_jobs WHERE run_at <= ? GROUP BY pool;

@@ -1,0 +1,14 @@
+-- Version 5: indexes for the dashboard's lists, so that no page walks a big table.
+-- The two partial indexes leave out what would make them large and churn on every write:
+-- child runs of fan-outs, and the internal events ('conveyor/map', 'conveyor/invoke', ...)
+-- that fan-outs create one per child.
+
+-- A function's runs in one status (a function's dead letters, its queued runs).
+CREATE INDEX conveyor_runs_function_status ON conveyor_runs (function_id, status, id);
+
+-- Top-level runs, newest first: the runs page without filters.
+CREATE INDEX conveyor_runs_top ON conveyor_runs (id) WHERE parent_id IS NULL;
+
+-- Events sent by applications, newest first, and by name.
+CREATE INDEX conveyor_events_sent ON conveyor_events (ts, id) WHERE substr(name, 1, 9) <> 'conveyor/';
+CREATE INDEX conveyor_events_named ON conveyor_events (name, ts, id) WHERE substr(name, 1, 9) <> 'conveyor/';
