@@ -13,10 +13,13 @@ from typing import Any
 
 from conveyor.engine.prepare import InvocationInput, build_invocation, invocation_input, unknown_function
 from conveyor.engine.registry import Registry
+from conveyor.engine.reporting import report_claims, report_commit
 from conveyor.errors import InvalidInput, InvalidState, NotFound
 from conveyor.executor import codec
 from conveyor.executor.invocation import Invocation, InvocationResult, Sink
 from conveyor.ids import new_id
+from conveyor.observability import tracing
+from conveyor.observability.hooks import EventsAccepted, Hooks
 from conveyor.records import Completed, Failed, LogRecord, NewEvent, Outcome, StepWrite
 from conveyor.storage.base import (
     ClaimedJob,
@@ -50,7 +53,9 @@ class Engine:
         retention: float | None = 7 * 86400.0,
         cron_catchup: float = 3600.0,
         blobs: BlobStore | None = None,
+        hooks: Hooks | None = None,
     ) -> None:
+        self.hooks = hooks or Hooks()  # the event catalog it emits into (metrics subscribe)
         self.blobs = blobs or BlobStore("conveyor-blobs")
         self.view = _BlobView(storage, self.blobs)
         self.retention = retention
@@ -81,7 +86,9 @@ class Engine:
 
     # ---- intake -------------------------------------------------------------------------------
 
-    def make_event(self, name: Any, data: Any, event_id: Any) -> NewEvent:
+    def make_event(self, name: Any, data: Any, event_id: Any, trace: str | None = None) -> NewEvent:
+        """A checked event to store. Its trace context is the current span's (the runs it starts
+        join that trace), else ``trace``: the sender's ``traceparent`` (an HTTP request's header)."""
         if not isinstance(name, str) or not name.strip():
             raise InvalidInput("an event name must be a non-empty string")
         if name.startswith(RESERVED_PREFIX):
@@ -105,12 +112,14 @@ class Engine:
                 text.encode()
             except UnicodeEncodeError:
                 raise InvalidInput(f"the event {what} is not valid Unicode (a lone surrogate)") from None
-        return NewEvent(event_id, name, payload, time.time())
+        return NewEvent(event_id, name, payload, time.time(), tracing.current_traceparent() or trace)
 
     def send(self, events: Sequence[NewEvent]) -> list[str]:
         self.ready()
         self.storage.events_send(events)
         self.storage.notify()
+        if self.hooks.wants(EventsAccepted):
+            self.hooks.emit(EventsAccepted(len(events)))
         return [e.id for e in events]
 
     def start_run(self, function_id: str, data: Any, pool: str | None = None) -> str:
@@ -122,7 +131,7 @@ class Engine:
             raise InvalidInput("pool must be a non-empty string")
         run_id = new_id()
         payload = codec.dumps({} if data is None else data, what=f"the data for {function_id!r}")
-        event = NewEvent(run_id, "conveyor/invoke", payload, time.time())
+        event = NewEvent(run_id, "conveyor/invoke", payload, time.time(), tracing.current_traceparent())
         self.storage.runs_start([DirectRun(run_id, function_id, event, pool)])
         self.storage.notify()
         return run_id
@@ -140,6 +149,7 @@ class Engine:
         jobs = self.storage.jobs_claim(worker, pools, fns, limit, lease or self.lease)
         for job in jobs:  # the database clock minus ours, measured from before the claim: never early
             job.skew = job.db_now - before if job.db_now else 0.0
+        report_claims(self.hooks, jobs)
         return jobs
 
     def next_due(self, pools: Sequence[str], functions: Sequence[str] | None = None) -> float | None:
@@ -187,7 +197,12 @@ class Engine:
         )
 
     def commit(self, results: Sequence[JobResult]) -> list[bool]:
-        return self.storage.jobs_commit(results)
+        """Apply results (each fenced by its lease token); per result, whether it was applied.
+        The one commit path of pull workers, ``drain`` and the push dispatcher: what they
+        committed is reported here (see :mod:`conveyor.engine.reporting`)."""
+        accepted = self.storage.jobs_commit(results)
+        report_commit(self.hooks, results, accepted)
+        return accepted
 
     def heartbeat(self, leases: Sequence[tuple[str, int]], lease: float | None = None) -> list[str]:
         return self.storage.jobs_heartbeat(leases, lease or self.lease)

@@ -15,6 +15,7 @@ from conveyor.cron import parse_cron, zone
 from conveyor.engine.engine import Engine
 from conveyor.engine.registry import FunctionDef, Registry
 from conveyor.errors import ConfigError, InvalidInput
+from conveyor.observability.hooks import Hooks
 from conveyor.scheduler.ticker import CronTicker, Schedule
 from conveyor.sdk.function import Function, default_id
 from conveyor.sdk.producer import Producer, http_producer
@@ -39,6 +40,10 @@ class Conveyor(ServesPush):
     ``event_key`` (``$CONVEYOR_EVENT_KEY``), retrying for up to ``send_timeout`` seconds,
     and inspects runs through its management API with ``api_token``
     (``$CONVEYOR_API_TOKEN``). See :mod:`conveyor.sdk.producer`.
+
+    ``app.hooks`` is the event catalog its engine emits into (``run.started``,
+    ``step.retrying``, ``run.failed``, …): ``app.hooks.subscribe("run.failed", handler)``.
+    See :mod:`conveyor.observability.hooks`.
     """
 
     def __init__(
@@ -80,6 +85,7 @@ class Conveyor(ServesPush):
         self.blobs = BlobStore(blob_dir, blob_threshold)
         self.functions: dict[str, Function] = {}
         self._registry = Registry()
+        self.hooks = Hooks()
         self._engine_obj: Engine | None = None
         self._lock = threading.Lock()
 
@@ -99,7 +105,7 @@ class Conveyor(ServesPush):
                     self._engine_obj = Engine(
                         storage, self._registry, backoff=self.backoff,
                         lease=self.lease_seconds, budget=self.invocation_budget, retention=self.retention,
-                        cron_catchup=self.cron_catchup, blobs=self.blobs,
+                        cron_catchup=self.cron_catchup, blobs=self.blobs, hooks=self.hooks,
                     )
                 engine = self._engine_obj
         return engine
