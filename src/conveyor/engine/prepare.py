@@ -40,7 +40,7 @@ def invocation_input(job: ClaimedJob, storage: Storage, blobs: BlobStore) -> Inv
         failure = data.get("error") or {}
     for m in job.memo.values():
         m.output = blobs.resolve(m.output)
-    return InvocationInput(job.run_id, job.function_id, event, job.memo, failure, job.skew)
+    return InvocationInput(job.run_id, job.function_id, event, job.memo, failure, job.skew, job.trace)
 
 
 def build_invocation(
@@ -66,7 +66,7 @@ def build_invocation(
         clock=(lambda: time.time() + skew) if skew else time.time,
         memo=inp.memo, retries=definition.spec.retries, backoff=definition.backoff or backoff,
         sink=sink, new_id=new_id, budget=budget, extra_args=extra,
-        view=view, known_functions=registry.known(), yield_after_write=yield_after_write,
+        view=view, known_functions=registry.known(), yield_after_write=yield_after_write, trace=inp.trace,
     )
 
 

@@ -9,7 +9,7 @@ from conveyor.errors import StepError
 from conveyor.executor import codec
 from conveyor.executor.ops import FatalRunError
 from conveyor.ids import child_id
-from conveyor.records import NewChild, NewEvent, StepWrite, Suspended
+from conveyor.records import MemoStep, NewChild, NewEvent, StepWrite, Suspended
 from conveyor.types import StepKind
 
 if TYPE_CHECKING:
@@ -88,8 +88,6 @@ def map_step(
     """Create one child run per item, ``BATCH`` at a time, each batch committed with a count of the
     children created so far: a crashed creator resumes after the last committed batch, and the
     items are never all in memory. Then suspend until the last child ends."""
-    from conveyor.executor.steps import target_id
-
     sid = inv.step_id(id)
     memo = inv.lookup(sid, StepKind.MAP)
     if memo is not None and memo.status in ("completed", "failed"):
@@ -98,6 +96,15 @@ def map_step(
         return MapResults(inv.view, inv.run_id, sid, memo.children_total or 0)
     if memo is not None and memo.status == "waiting":
         raise inv.suspend(Suspended(None, "map"))
+    with inv.step_span(sid, StepKind.MAP):
+        return _create_children(inv, sid, memo, function, items, pool)
+
+
+def _create_children(
+    inv: Invocation, sid: str, memo: MemoStep | None, function: Any, items: Iterable[Any], pool: str | None
+) -> Any:
+    from conveyor.executor.steps import target_id
+
     fid = target_id(function)
     inv.require_function(sid, StepKind.MAP, fid)
     try:
@@ -108,6 +115,7 @@ def map_step(
     done = memo.children_created if memo is not None else 0
     started = memo.started_at if memo is not None and memo.started_at else inv.clock()
     seq = inv.next_seq(memo)
+    trace = inv.trace_context()  # the children's runs hang under this step's span
     batch: list[NewChild] = []
     index = 0
     for index, item in enumerate(iterator, start=1):
@@ -115,7 +123,8 @@ def map_step(
             continue  # created before a crash: its batch was committed
         run_id = child_id(inv.run_id, sid, index - 1)
         data = codec.dumps(item, what=f"item {index - 1} of map step {sid!r}")
-        batch.append(NewChild(run_id, fid, NewEvent(run_id, "conveyor/map", data, inv.clock()), sid, index - 1, pool))
+        event = NewEvent(run_id, "conveyor/map", data, inv.clock(), trace)
+        batch.append(NewChild(run_id, fid, event, sid, index - 1, pool))
         if len(batch) >= BATCH:
             inv.checkpoint(StepWrite(sid, StepKind.MAP, "creating", 0, seq, started_at=started, children=batch,
                                      children_created=index))

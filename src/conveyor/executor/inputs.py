@@ -25,3 +25,4 @@ class InvocationInput:
     memo: dict[str, MemoStep] = field(default_factory=dict)
     failure: dict[str, Any] | None = None  # an on_failure handler's: the error of the failed run
     skew: float = 0.0  # the database clock minus the local one
+    trace: str | None = None  # the W3C traceparent of the run's event: its spans join that trace

@@ -3,6 +3,10 @@
 The step logic lives here once, I/O-free; ``steps.SyncSteps`` and
 ``steps.AsyncSteps`` are thin shells that differ only in how they call the
 user's step body (directly, or awaited).
+
+When OpenTelemetry is configured, an invocation is a span and each step it executes a
+child span (:mod:`conveyor.observability.tracing`); since pull workers and push
+endpoints both run invocations, both trace the same way.
 """
 
 from __future__ import annotations
@@ -14,6 +18,7 @@ import logging
 import time
 import traceback
 from collections.abc import Callable
+from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
@@ -22,6 +27,7 @@ from conveyor.executor import codec
 from conveyor.executor.context import Context
 from conveyor.executor.ops import FatalRunError, LeaseLost, Suspend
 from conveyor.executor.retry import retry_delay
+from conveyor.observability import tracing
 from conveyor.records import Completed, Failed, LogRecord, MemoStep, Outcome, StepWrite, Suspended
 from conveyor.types import Backoff, Event, StepKind
 
@@ -82,8 +88,10 @@ class Invocation:
         view: StorageView | None = None,
         known_functions: frozenset[str] = frozenset(),
         yield_after_write: bool = False,
+        trace: str | None = None,
     ) -> None:
         self.view = view
+        self.trace = trace  # the event's traceparent: the parent of this invocation's span
         # push mode: run at most one new step body (or one map batch) per invocation, so that
         # an endpoint that dies or times out repeats at most one step; the final return after
         # that step is still part of the invocation
@@ -114,6 +122,8 @@ class Invocation:
         self._suspend: Suspend | None = None
         self._event_dict: dict[str, Any] | None = None
         self._pending: Ack | None = None
+        self._step_span: tracing.NoSpan | None = None  # the span of the step executing now, when traced
+        self._first_attempt: int | None = None  # of the first step this invocation executes
 
     # ---- running ---------------------------------------------------------------------------
 
@@ -121,6 +131,14 @@ class Invocation:
         """Run a ``def`` function (or an ``async def`` one on a private loop)."""
         if self.is_async:
             return asyncio.run(self.arun())
+        with self._run_span() as span:
+            return self._traced(span, self._run())
+
+    async def arun(self) -> InvocationResult:
+        with self._run_span() as span:
+            return self._traced(span, await self._arun())
+
+    def _run(self) -> InvocationResult:
         self._started = self.clock()
         from conveyor.executor.steps import SyncSteps
 
@@ -131,7 +149,7 @@ class Invocation:
             return self._finish_error(exc)
         return self._finish_value(value)
 
-    async def arun(self) -> InvocationResult:
+    async def _arun(self) -> InvocationResult:
         self._started = self.clock()
         from conveyor.executor.steps import AsyncSteps
 
@@ -143,6 +161,42 @@ class Invocation:
         except BaseException as exc:
             return self._finish_error(exc)
         return self._finish_value(value)
+
+    def _run_span(self) -> tracing.NoSpan:
+        return tracing.run_span(self.function_id, self.run_id, self.event.name, self.trace)
+
+    def _traced(self, span: tracing.NoSpan, result: InvocationResult) -> InvocationResult:
+        """Put the invocation's outcome on its span (when traced)."""
+        if span is tracing.NO_SPAN:
+            return result
+        out = result.outcome
+        span.set("conveyor.attempt", self._first_attempt or 0)
+        span.set("conveyor.steps_run", result.steps_run)
+        if isinstance(out, Suspended):
+            span.set("conveyor.suspend_reason", out.reason)
+        span.outcome(type(out).__name__.lower(), out.error if isinstance(out, Failed) else None)
+        return result
+
+    def step_span(self, sid: str, kind: StepKind) -> AbstractContextManager[tracing.NoSpan]:
+        """The span of a step this invocation executes now (not replays); use it as a context.
+
+        What the step writes (:meth:`emit`, :meth:`suspend`) sets the span's verdict."""
+        attempt = self.attempt
+        if self._first_attempt is None:
+            self._first_attempt = attempt
+        span = tracing.step_span(sid, kind.value, attempt, self.run_id)
+        return span if span is tracing.NO_SPAN else _StepScope(self, span)
+
+    def trace_context(self) -> str | None:
+        """The traceparent for what the executing step starts (child runs, events): its span's,
+        else (nothing traced here) the run's own, so a trace crosses an untraced process."""
+        span = self._step_span
+        return (span.traceparent() if span is not None else None) or self.trace
+
+    def _trace_write(self, write: StepWrite) -> None:
+        span = self._step_span
+        if span is not None:
+            span.outcome(write.status, write.error if write.status in ("failed", "retrying") else None)
 
     def _result(self, outcome: Outcome, write: StepWrite | None = None) -> InvocationResult:
         return InvocationResult(outcome, write, self.logs, self.steps_run)
@@ -175,7 +229,9 @@ class Invocation:
         return any(sid not in self._visited for sid in self.memo)
 
     def log_fields(self) -> dict[str, Any]:
-        return {"run_id": self.run_id, "step_id": self.current_step, "attempt": self.attempt}
+        """The record attributes that say which run, step and attempt a log line is about."""
+        return {"function": self.function_id, "run_id": self.run_id, "step_id": self.current_step,
+                "attempt": self.attempt}
 
     def record_log(self, level: int, text: str) -> None:
         self.logs.append(
@@ -193,6 +249,8 @@ class Invocation:
             raise self._suspend
 
     def suspend(self, suspended: Suspended, write: StepWrite | None = None) -> Suspend:
+        if write is not None and self._step_span is not None:
+            self._trace_write(write)
         self._suspend = Suspend(suspended, write)
         return self._suspend
 
@@ -252,6 +310,8 @@ class Invocation:
         )
         self._visited.add(write.id)
         self.steps_run += 1
+        if self._step_span is not None:
+            self._trace_write(write)
         self.current_step = None
         self._wrote = True
         ack = self.sink(write)
@@ -266,6 +326,8 @@ class Invocation:
         )
         self._visited.add(write.id)
         self._wrote = True
+        if self._step_span is not None:
+            self._trace_write(write)
         ack = self.sink(write)
         if ack is not None:
             self._pending = ack
@@ -338,6 +400,8 @@ class Invocation:
     ) -> Any:
         if not isinstance(exc, Exception):
             raise exc  # KeyboardInterrupt, SystemExit, our own signals
+        if self._step_span is not None:
+            self._step_span.exception(exc)
         attempts = (memo.attempts if memo else 0) + 1
         error = error_dict(exc, sid)
         if type_name:
@@ -358,3 +422,21 @@ class Invocation:
             started_at=first_start, ended_at=now,
         ))
         raise StepError(sid, error["type"], error["message"])
+
+
+class _StepScope:
+    """A traced step's span, made current for the step and known to the invocation meanwhile."""
+
+    __slots__ = ("_inv", "_span")
+
+    def __init__(self, invocation: Invocation, span: tracing.NoSpan) -> None:
+        self._inv = invocation
+        self._span = span
+
+    def __enter__(self) -> tracing.NoSpan:
+        self._inv._step_span = self._span
+        return self._span.__enter__()
+
+    def __exit__(self, typ: type[BaseException] | None, exc: BaseException | None, tb: Any) -> None:
+        self._inv._step_span = None
+        self._span.__exit__(typ, exc, tb)

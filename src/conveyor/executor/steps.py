@@ -70,13 +70,14 @@ class SyncSteps:
         if memo is not None and memo.status in ("completed", "failed"):
             return inv.replay_value(memo)
         inv.settle()
-        try:
-            value = fn(*args, **kwargs)
-            if inspect.isawaitable(value):
-                value = asyncio.run(_await(value))
-        except BaseException as exc:
-            return inv.run_failed(sid, memo, started, exc)
-        return inv.run_succeeded(sid, memo, started, value)
+        with inv.step_span(sid, StepKind.RUN):
+            try:
+                value = fn(*args, **kwargs)
+                if inspect.isawaitable(value):
+                    value = asyncio.run(_await(value))
+            except BaseException as exc:
+                return inv.run_failed(sid, memo, started, exc)
+            return inv.run_succeeded(sid, memo, started, value)
 
     def sleep(self, id: str, duration: float | timedelta) -> None:
         """Sleep durably: the run suspends and no worker is held until it wakes."""
@@ -99,16 +100,17 @@ class SyncSteps:
             return None
         if memo is not None and memo.wake_at is not None and now < memo.wake_at:
             raise inv.suspend(Suspended(memo.wake_at, "sleep"))
-        if memo is None:
-            wake_at = wake(now)
-            if wake_at > now:
-                write = StepWrite(sid, StepKind.SLEEP, "sleeping", 0, inv.next_seq(None),
-                                  wake_at=wake_at, started_at=now)
-                raise inv.suspend(Suspended(wake_at, "sleep"), write)
-        inv.emit(StepWrite(
-            sid, StepKind.SLEEP, "completed", 1, inv.next_seq(memo),
-            wake_at=memo.wake_at if memo else now, started_at=memo.started_at if memo else now, ended_at=now,
-        ))
+        with inv.step_span(sid, StepKind.SLEEP):
+            if memo is None:
+                wake_at = wake(now)
+                if wake_at > now:
+                    write = StepWrite(sid, StepKind.SLEEP, "sleeping", 0, inv.next_seq(None),
+                                      wake_at=wake_at, started_at=now)
+                    raise inv.suspend(Suspended(wake_at, "sleep"), write)
+            inv.emit(StepWrite(
+                sid, StepKind.SLEEP, "completed", 1, inv.next_seq(memo),
+                wake_at=memo.wake_at if memo else now, started_at=memo.started_at if memo else now, ended_at=now,
+            ))
         inv.maybe_yield()
         return None
 
@@ -126,14 +128,15 @@ class SyncSteps:
             return Event(name=data["name"], data=data["data"], id=data["id"], ts=_ts(data.get("ts")))
         if memo is not None:  # woken early: keep waiting
             raise inv.suspend(Suspended(memo.wake_at, "wait"))
-        now = inv.clock()
-        expires = None if timeout is None else now + _seconds(timeout, "timeout")
-        value = None if match is None else codec.dumps(_path_value(inv.event_dict(), match))
-        write = StepWrite(
-            sid, StepKind.WAIT_FOR_EVENT, "waiting", 0, inv.next_seq(None), wake_at=expires, started_at=now,
-            wait=NewWait(event, match, value, expires),
-        )
-        raise inv.suspend(Suspended(expires, "wait"), write)
+        with inv.step_span(sid, StepKind.WAIT_FOR_EVENT):
+            now = inv.clock()
+            expires = None if timeout is None else now + _seconds(timeout, "timeout")
+            value = None if match is None else codec.dumps(_path_value(inv.event_dict(), match))
+            write = StepWrite(
+                sid, StepKind.WAIT_FOR_EVENT, "waiting", 0, inv.next_seq(None), wake_at=expires, started_at=now,
+                wait=NewWait(event, match, value, expires),
+            )
+            raise inv.suspend(Suspended(expires, "wait"), write)
 
     def invoke(self, id: str, function: Any, data: Any = None, *, pool: str | None = None) -> Any:
         """Start a run of ``function`` with ``data``, suspend, and return its output.
@@ -147,16 +150,17 @@ class SyncSteps:
             return inv.replay_value(memo)
         if memo is not None:
             raise inv.suspend(Suspended(None, "invoke"))
-        fid = target_id(function)
-        pool = pool_name(pool)
-        now = inv.clock()
-        payload = codec.dumps({} if data is None else data, what=f"the data of invoke step {sid!r}")
-        child = NewChild(inv.new_id(), fid, NewEvent(f"{inv.run_id}/{sid}", "conveyor/invoke", payload, now), sid,
-                         pool=pool)
-        inv.require_function(sid, StepKind.INVOKE, fid)
-        write = StepWrite(sid, StepKind.INVOKE, "waiting", 0, inv.next_seq(None), started_at=now,
-                          children=[child], children_total=1)
-        raise inv.suspend(Suspended(None, "invoke"), write)
+        with inv.step_span(sid, StepKind.INVOKE):
+            fid = target_id(function)
+            pool = pool_name(pool)
+            now = inv.clock()
+            payload = codec.dumps({} if data is None else data, what=f"the data of invoke step {sid!r}")
+            event = NewEvent(f"{inv.run_id}/{sid}", "conveyor/invoke", payload, now, inv.trace_context())
+            child = NewChild(inv.new_id(), fid, event, sid, pool=pool)
+            inv.require_function(sid, StepKind.INVOKE, fid)
+            write = StepWrite(sid, StepKind.INVOKE, "waiting", 0, inv.next_seq(None), started_at=now,
+                              children=[child], children_total=1)
+            raise inv.suspend(Suspended(None, "invoke"), write)
 
     def send_event(self, id: str, name: str, data: Any = None, *, event_id: str | None = None) -> str:
         """Send an event exactly once; returns its id."""
@@ -167,13 +171,14 @@ class SyncSteps:
             return str(codec.loads(memo.output))
         if not isinstance(name, str) or not name:
             raise StepError(sid, "InvalidInput", "an event name must be a non-empty string")
-        now = inv.clock()
-        eid = event_id or f"{inv.run_id}/{sid}"
-        payload = codec.dumps({} if data is None else data, what=f"the data of event {name!r}")
-        inv.emit(StepWrite(
-            sid, StepKind.SEND_EVENT, "completed", 1, inv.next_seq(memo), output=codec.dumps(eid),
-            started_at=now, ended_at=now, events=[NewEvent(eid, name, payload, now)],
-        ))
+        with inv.step_span(sid, StepKind.SEND_EVENT):
+            now = inv.clock()
+            eid = event_id or f"{inv.run_id}/{sid}"
+            payload = codec.dumps({} if data is None else data, what=f"the data of event {name!r}")
+            inv.emit(StepWrite(
+                sid, StepKind.SEND_EVENT, "completed", 1, inv.next_seq(memo), output=codec.dumps(eid),
+                started_at=now, ended_at=now, events=[NewEvent(eid, name, payload, now, inv.trace_context())],
+            ))
         inv.maybe_yield()
         return eid
 
@@ -204,13 +209,14 @@ class AsyncSteps(SyncSteps):
         if memo is not None and memo.status in ("completed", "failed"):
             return inv.replay_value(memo)
         await inv.asettle()
-        try:
-            value = fn(*args, **kwargs)
-            if inspect.isawaitable(value):
-                value = await value
-        except BaseException as exc:
-            return inv.run_failed(sid, memo, started, exc)
-        return inv.run_succeeded(sid, memo, started, value)
+        with inv.step_span(sid, StepKind.RUN):
+            try:
+                value = fn(*args, **kwargs)
+                if inspect.isawaitable(value):
+                    value = await value
+            except BaseException as exc:
+                return inv.run_failed(sid, memo, started, exc)
+            return inv.run_succeeded(sid, memo, started, value)
 
 
 def _async_twin(name: str) -> Any:

@@ -3,14 +3,16 @@
 
     request  {"v": 1, "now": <database clock>, "view_url": <url or null>,
               "invocations": [{"run_id", "function_id", "event": {"id", "name", "data", "ts"},
-                               "memo": [<memo step>...], "failure": <error or null>}]}
+                               "memo": [<memo step>...], "failure": <error or null>,
+                               "trace": <the event's W3C traceparent, if any>}]}
     response {"v": 1, "results": [{"run_id", "writes": [<step write>...], "outcome": <outcome>,
                                    "logs": [[step_id, attempt, ts, level, message]...]}
                                   | {"run_id", "error": {"type", "message"}}]}
 
-Step outputs travel as JSON *text* (the string the database stores), so neither side
-re-encodes them. Decoding checks every field's type: a malformed message raises
-:class:`ProtocolError` and nothing of it is used.
+Events a step creates (child runs' and ``send_event``'s) carry ``"trace"`` too, so the runs
+they start join the trace of the step that made them. Step outputs travel as JSON *text*
+(the string the database stores), so neither side re-encodes them. Decoding checks every
+field's type: a malformed message raises :class:`ProtocolError` and nothing of it is used.
 """
 
 from __future__ import annotations
@@ -23,6 +25,7 @@ from typing import Any, TypeVar
 
 from conveyor.errors import InvalidInput
 from conveyor.executor.inputs import InvocationInput
+from conveyor.observability.tracing import valid_traceparent
 from conveyor.records import (
     Completed,
     Failed,
@@ -81,7 +84,7 @@ def _input(i: InvocationInput) -> dict[str, Any]:
     return {
         "run_id": i.run_id, "function_id": i.function_id,
         "event": {"id": e.id, "name": e.name, "data": e.data, "ts": e.ts.timestamp() if e.ts else None},
-        "memo": [_memo(m) for m in i.memo.values()], "failure": i.failure,
+        "memo": [_memo(m) for m in i.memo.values()], "failure": i.failure, "trace": i.trace,
     }
 
 
@@ -121,7 +124,10 @@ def _write(w: StepWrite) -> dict[str, Any]:
 
 
 def _event(e: NewEvent) -> dict[str, Any]:
-    return {"id": e.id, "name": e.name, "data": e.data, "ts": e.ts}
+    out: dict[str, Any] = {"id": e.id, "name": e.name, "data": e.data, "ts": e.ts}
+    if e.trace is not None:
+        out["trace"] = e.trace
+    return out
 
 
 def _outcome(o: Outcome | None) -> dict[str, Any]:
@@ -177,6 +183,10 @@ def _is_num(v: Any) -> bool:
 
 def _is_opt_num(v: Any) -> bool:
     return v is None or _is_num(v)
+
+
+def _is_opt_trace(v: Any) -> bool:
+    return v is None or valid_traceparent(v) is not None
 
 
 def _is_opt_dict(v: Any) -> bool:
@@ -238,6 +248,7 @@ def _decode_input(value: Any) -> InvocationInput:
     return InvocationInput(
         _get(d, "run_id", _is_str, "a string"), _get(d, "function_id", _is_str, "a string"), event, memo,
         _get(d, "failure", _is_opt_dict, "an object or null", None),
+        trace=_get(d, "trace", _is_opt_trace, "a W3C traceparent or null", None),
     )
 
 
@@ -293,7 +304,8 @@ def _decode_write(value: Any) -> StepWrite:
 def _decode_event(value: Any) -> NewEvent:
     e = _obj(value, "an event")
     return NewEvent(_get(e, "id", _is_str, "a string"), _get(e, "name", _is_str, "a string"),
-                    _get(e, "data", _is_json_text, "JSON text"), float(_get(e, "ts", _is_num, "a number")))
+                    _get(e, "data", _is_json_text, "JSON text"), float(_get(e, "ts", _is_num, "a number")),
+                    _get(e, "trace", _is_opt_trace, "a W3C traceparent or null", None))
 
 
 def _decode_child(value: Any) -> NewChild:

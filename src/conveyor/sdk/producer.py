@@ -44,6 +44,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 from urllib.parse import urlsplit
 
 from conveyor.errors import ConfigError
+from conveyor.observability.tracing import current_traceparent
 from conveyor.sdk.wire import (
     API_TOKEN_ENV,
     EVENT_KEY_ENV,
@@ -252,6 +253,9 @@ class Producer:
         headers = {"content-type": "application/json"} if call.body is not None else {}
         if secret:
             headers["authorization"] = f"Bearer {secret}"
+        traceparent = current_traceparent()  # the runs of the events sent join the caller's trace
+        if traceparent is not None:
+            headers["traceparent"] = traceparent
         return headers
 
     def _request_args(self, attempt: Attempt) -> dict[str, Any]:
