@@ -25,12 +25,14 @@ StateDep = Annotated[State, Depends(state)]
     openapi_extra={"requestBody": schemas.EVENTS_BODY},
     summary="Send one event or a list of events",
     description="Answers 202 with the events' ids once every event of the request is durably stored. "
-    "A known id is accepted and ignored (idempotent retries). A list with one invalid event is rejected whole.",
+    "A known id is accepted and ignored (idempotent retries). A list with one invalid event is rejected whole. "
+    "A W3C `traceparent` header puts the runs the events start into that trace.",
 )
 async def send_events(request: Request, st: StateDep) -> JSONResponse:
     body = await request.body()
     cfg = st.config
-    events = parse_events(body, st.engine, max_batch=cfg.max_batch, max_event_bytes=cfg.max_event_bytes)
+    events = parse_events(body, st.engine, max_batch=cfg.max_batch, max_event_bytes=cfg.max_event_bytes,
+                          traceparent=request.headers.get("traceparent"))
     ids = await st.intake.submit(events)
     return JSONResponse({"ids": ids}, status_code=202)
 

@@ -11,7 +11,7 @@ from fastapi import FastAPI
 from starlette.responses import RedirectResponse
 
 from conveyor.engine.engine import Engine
-from conveyor.server import api_events, api_meta, api_runs, errors
+from conveyor.server import api_events, api_meta, api_metrics, api_runs, errors
 from conveyor.server.auth import AuthGate, Keys
 from conveyor.server.config import ServerConfig
 from conveyor.server.intake import Intake
@@ -70,6 +70,7 @@ def create_app(
     app.include_router(api_events.router)
     app.include_router(api_runs.router)
     app.include_router(api_meta.router)
+    api_metrics.install(app, engine)  # GET /metrics, counting from now
     for router in _optional_routers():
         app.include_router(router)
 

@@ -6,6 +6,9 @@ request. Under load many requests share one commit, so intake scales with
 requests in flight instead of paying a disk flush per request. An acknowledged
 event is committed; a request whose commit failed gets an error and may be
 retried with the same ids.
+
+Every refused request is emitted as ``event.rejected`` (with its error code as the
+reason) into the engine's hooks; the events stored are emitted by ``Engine.send``.
 """
 
 from __future__ import annotations
@@ -19,6 +22,8 @@ from typing import Any
 
 from conveyor.engine.engine import Engine
 from conveyor.errors import ConveyorError, DatabaseUnavailable, InvalidInput
+from conveyor.observability.hooks import EventsRejected, Hooks
+from conveyor.observability.tracing import valid_traceparent
 from conveyor.records import NewEvent
 from conveyor.server.errors import ApiError
 
@@ -43,8 +48,6 @@ class Intake:
         self.backlog_every = backlog_every
         # SQLite has one writer: commits in parallel would only queue for its lock
         self.parallel = 1 if engine.storage.url.startswith("sqlite") else 2
-        self.accepted = 0
-        self.rejected = 0
         self._queue: list[_Request] = []
         self._pending = 0
         self._wake: asyncio.Event | None = None
@@ -71,10 +74,17 @@ class Intake:
 
     async def submit(self, events: list[NewEvent]) -> list[str]:
         assert self._wake is not None, "intake not started"
+        try:
+            return await self._submit(events)
+        except (ApiError, ConveyorError) as exc:
+            rejected(self.engine.hooks, exc, len(events))
+            raise
+
+    async def _submit(self, events: list[NewEvent]) -> list[str]:
+        assert self._wake is not None
         if self._closing:
             raise ApiError(503, "unavailable", "the server is shutting down", {"Retry-After": "1"})
         if self._pending + len(events) > self.max_pending:
-            self.rejected += len(events)
             raise ApiError(429, "overloaded", "too many events waiting to be stored; retry shortly",
                            {"Retry-After": "1"})
         await self._check_backlog(len(events))
@@ -82,9 +92,7 @@ class Intake:
         self._queue.append(request)
         self._pending += len(events)
         self._wake.set()
-        ids = await request.done
-        self.accepted += len(ids)
-        return ids
+        return await request.done
 
     async def _check_backlog(self, n: int) -> None:
         if self.max_backlog is None:
@@ -98,7 +106,6 @@ class Intake:
             except ConveyorError:
                 pass  # the commit itself will say that the database is unavailable
         if self._backlog > self.max_backlog:
-            self.rejected += n
             raise ApiError(
                 429, "overloaded",
                 f"the backlog of due jobs ({self._backlog}) is over the server's limit ({self.max_backlog}); "
@@ -169,15 +176,39 @@ def _failure(exc: Exception) -> Exception:
 _FIELDS = frozenset({"name", "data", "id"})
 
 
-def parse_events(body: bytes, engine: Engine, *, max_batch: int, max_event_bytes: int) -> list[NewEvent]:
+def rejected(hooks: Hooks, exc: ApiError | ConveyorError, count: int) -> None:
+    """Tell the hooks that a request's ``count`` events were refused with ``exc``'s code."""
+    if hooks.wants(EventsRejected):
+        hooks.emit(EventsRejected(exc.code, count))
+
+
+def parse_events(
+    body: bytes, engine: Engine, *, max_batch: int, max_event_bytes: int, traceparent: str | None = None,
+) -> list[NewEvent]:
     """The request body as events, or an error: 400 if it is not JSON, 422 if the shape is wrong,
-    413 if an event is too large. A batch with one bad event is rejected whole."""
+    413 if an event is too large. A batch with one bad event is rejected whole (and reported
+    to the hooks as ``event.rejected``). A valid ``traceparent`` (the request's header) is the
+    events' trace context, unless a span is current here (the server is instrumented)."""
+    count = 1
     try:
-        doc = json.loads(body)
+        doc = _json(body)
+        count = len(doc) if isinstance(doc, list) and doc else 1
+        return _events(doc, engine, max_batch, max_event_bytes, valid_traceparent(traceparent))
+    except (ApiError, ConveyorError) as exc:
+        rejected(engine.hooks, exc, count)
+        raise
+
+
+def _json(body: bytes) -> Any:
+    try:
+        return json.loads(body)
     except RecursionError:
         raise ApiError(400, "invalid_json", "the body is nested too deeply") from None
     except (ValueError, UnicodeDecodeError) as exc:
         raise ApiError(400, "invalid_json", f"the body is not valid JSON: {exc}") from None
+
+
+def _events(doc: Any, engine: Engine, max_batch: int, max_event_bytes: int, trace: str | None) -> list[NewEvent]:
     if isinstance(doc, dict):
         items: list[Any] = [doc]
         label = "the event"
@@ -203,7 +234,7 @@ def parse_events(body: bytes, engine: Engine, *, max_batch: int, max_event_bytes
         if "id" in item and item["id"] is None:
             raise InvalidInput(f"{where}: 'id' must be a non-empty string when given")
         try:
-            event = engine.make_event(item["name"], item.get("data"), item.get("id"))
+            event = engine.make_event(item["name"], item.get("data"), item.get("id"), trace)
         except InvalidInput as exc:
             raise InvalidInput(f"{where}: {exc}") from None
         if len(event.data) > max_event_bytes // 4 and len(event.data.encode()) > max_event_bytes:
