@@ -150,7 +150,12 @@ class _AckPart:
 
 
 class DeliveryError(Exception):
-    """Why a request to an endpoint produced nothing to commit."""
+    """Why a request to an endpoint produced nothing to commit; ``reason`` is its kind, one of
+    ``timeout``, ``connection``, ``http_status``, ``signature``, ``malformed`` (a metric label)."""
+
+    def __init__(self, reason: str, message: str) -> None:
+        super().__init__(message)
+        self.reason = reason
 
 
 class Courier:
@@ -172,15 +177,15 @@ class Courier:
         try:
             reply = await asyncio.wait_for(self.client.post(state.url, body, headers), timeout)
         except TimeoutError:
-            raise DeliveryError(f"no answer within {timeout:g}s") from None
+            raise DeliveryError("timeout", f"no answer within {timeout:g}s") from None
         except HttpError as exc:
-            raise DeliveryError(str(exc)) from None
+            raise DeliveryError("connection", str(exc)) from None
         if reply.status != 200:
-            raise DeliveryError(f"HTTP {reply.status}: {reply.body[:200]!r}")
+            raise DeliveryError("http_status", f"HTTP {reply.status}: {reply.body[:200]!r}")
         try:
             self.verifier.verify(reply.headers.get("conveyor-signature"), reply.body, request_id=request_id)
             return {r.run_id: r for r in decode_response(reply.body)}
         except SignatureError as exc:
-            raise DeliveryError(f"the answer's signature is not valid: {exc.message}") from None
+            raise DeliveryError("signature", f"the answer's signature is not valid: {exc.message}") from None
         except (InvalidInput, ValueError) as exc:  # a ProtocolError: a malformed answer
-            raise DeliveryError(str(exc)) from None
+            raise DeliveryError("malformed", str(exc)) from None

@@ -14,7 +14,12 @@ backoff (capped at 60 s); after ``max_failures`` consecutive failures the run fa
 ``DeliveryFailed`` (a dead letter that can be redriven).
 
 Threads: the fetcher (claims, sleeps on the storage's wake-up channel), one asyncio loop
-(HTTP), the committer (group commits), the heartbeat (extends leases in flight).
+(HTTP), the committer (group commits), the heartbeat (extends leases in flight, and tells
+the workers' registry every few seconds that this dispatcher serves the endpoints' pools).
+
+Each failed delivery of a run is logged with its ``run_id`` and emitted as
+``delivery.failed`` (with a ``reason`` such as ``timeout`` or ``http_status``) into the
+engine's hooks, where ``conveyor_push_delivery_errors_total`` counts it.
 """
 
 from __future__ import annotations
@@ -28,12 +33,13 @@ import time
 from collections.abc import Sequence
 from typing import Any
 
-from conveyor.engine.engine import Engine
+from conveyor.engine.engine import WORKER_BEAT, Engine
 from conveyor.ids import new_id
+from conveyor.observability.hooks import DeliveryFailed
 from conveyor.push.protocol import PushResult
 from conveyor.push.signing import check_keys
 from conveyor.records import Failed, MemoStep, Suspended
-from conveyor.storage.base import ClaimedJob, JobResult
+from conveyor.storage.base import ClaimedJob, JobResult, WorkerRow
 from conveyor.types import Backoff
 from conveyor.worker.committer import Committer
 from conveyor.worker.delivery import Courier, DeliveryError, EndpointState, FailureCounter, Flight, GroupAck
@@ -85,6 +91,8 @@ class Dispatcher:
         self._started = False
         self._db_ok = True
         self._refreshed = 0.0
+        self._pools: tuple[str, ...] | None = None  # the pools of the endpoints, as last told the registry
+        self._started_at = 0.0
 
     @property
     def ready(self) -> bool:
@@ -97,6 +105,7 @@ class Dispatcher:
         if self._started:
             return self
         self._started = True
+        self._started_at = time.time()
         self._loop = asyncio.new_event_loop()
         self.engine.ready()
         self._listener = self.engine.storage.listener()
@@ -139,6 +148,10 @@ class Dispatcher:
         if not self._loop.is_running():
             self._loop.close()
         self._listener.close()
+        try:
+            self.engine.worker_gone(self.name)
+        except Exception:  # the database is away: the registry forgets us when we stop beating
+            log.debug("could not deregister push dispatcher %s", self.name, exc_info=True)
         if leftover:
             log.warning("push dispatcher %s released %d unfinished runs", self.name, len(leftover))
 
@@ -184,8 +197,21 @@ class Dispatcher:
                     self._endpoints[url] = EndpointState(spec)
                     log.info("push endpoint %s serves pool %s", url, spec.pool)
             self._endpoints = {u: s for u, s in self._endpoints.items() if not s.removed or s.inflight}
+            pools = tuple(sorted({s.spec.pool for s in self._endpoints.values() if not s.removed}))
         self._failures.prune()
         self._refreshed = time.monotonic()
+        if pools != self._pools:  # the registry hears of a change at once, not at the next beat
+            self._pools = pools
+            self._beat()
+
+    def _beat(self) -> None:
+        """Tell the workers' registry that this dispatcher is alive, serving its endpoints' pools
+        (the dashboard and ``conveyor_workers`` count it)."""
+        with self._lock:
+            slots = sum(s.spec.concurrency for s in self._endpoints.values() if not s.removed)
+        self.engine.worker_alive(WorkerRow(
+            self.name, "dispatcher", socket.gethostname(), os.getpid(), self._pools or (), slots, self._started_at,
+        ))
 
     def _claim_round(self, rotation: int) -> tuple[bool, list[EndpointState]]:
         """Claim for every endpoint with free slots; (whether one got all it asked, those idle)."""
@@ -220,7 +246,9 @@ class Dispatcher:
             try:
                 flight = Flight(job, self.engine.invocation_input(job), state)
             except Exception as exc:  # e.g. a memo output's blob is missing: try again later
-                log.error("cannot prepare run %s for push: %s", job.run_id, exc)
+                log.error("cannot prepare run %s for push: %s", job.run_id, exc,
+                          extra={"function": job.function_id, "run_id": job.run_id})
+                self._emit_failure(state, job, "prepare", str(exc))
                 self._committer.submit(JobResult(job.run_id, job.token, job.function_id, release=True,
                                                  delay=self._failures.delay(self._failures.failed(job.run_id))))
                 continue
@@ -271,13 +299,13 @@ class Dispatcher:
                 await state.bucket.acquire(len(flights))
             results = await self._courier.send(state, flights)
         except DeliveryError as exc:
-            self._delivery_failed(state, flights, str(exc))
+            self._delivery_failed(state, flights, exc.reason, str(exc))
             return
         except asyncio.CancelledError:
             raise
         except Exception as exc:  # a bug here must not lose the jobs: they are released
             log.exception("push delivery to %s crashed", state.url)
-            self._delivery_failed(state, flights, f"{type(exc).__name__}: {exc}")
+            self._delivery_failed(state, flights, "crashed", f"{type(exc).__name__}: {exc}")
             return
         await self._answered(state, flights, results)
 
@@ -287,7 +315,7 @@ class Dispatcher:
             res = results.get(flight.job.run_id)
             why = "no result for this run" if res is None else _error_text(res.error)
             if res is None or why:
-                self._delivery_failed(state, [flight], f"the endpoint could not run it ({why})")
+                self._delivery_failed(state, [flight], "endpoint_error", f"the endpoint could not run it ({why})")
             else:
                 good.append((flight, res))
         again = [(f, [_memo_step(w) for w in r.writes]) for f, r in good if self._continues(f, r)]
@@ -328,11 +356,12 @@ class Dispatcher:
         return (isinstance(out, Suspended) and out.reason == "yield" and not flight.lost
                 and not self._stopping.is_set() and time.monotonic() - flight.started < self.engine.budget)
 
-    def _delivery_failed(self, state: EndpointState, flights: list[Flight], reason: str) -> None:
-        ids = ", ".join(f.job.run_id for f in flights[:5]) + (" ..." if len(flights) > 5 else "")
-        log.warning("push to %s failed for %d runs (%s): %s", state.url, len(flights), ids, reason)
+    def _delivery_failed(self, state: EndpointState, flights: list[Flight], kind: str, reason: str) -> None:
+        """Nothing to commit for these runs: release each (due again after a backoff), or fail it
+        with ``DeliveryFailed`` after ``max_failures`` in a row. ``kind`` classifies ``reason``."""
         for flight in flights:
             job = flight.job
+            self._emit_failure(state, job, kind, reason)
             n = self._failures.failed(job.run_id)
             if n >= self.max_failures:
                 self._failures.succeeded(job.run_id)
@@ -345,6 +374,14 @@ class Dispatcher:
                                    delay=self._failures.delay(n))
             self._committer.submit(result)
         self._release_slot(state, len(flights))
+
+    def _emit_failure(self, state: EndpointState, job: ClaimedJob, kind: str, reason: str) -> None:
+        log.warning("push of run %s to %s failed (%s): %s", job.run_id, state.url, kind, reason,
+                    extra={"function": job.function_id, "run_id": job.run_id, "pool": state.spec.pool,
+                           "url": state.url})
+        hooks = self.engine.hooks
+        if hooks.wants(DeliveryFailed):
+            hooks.emit(DeliveryFailed(job.function_id, job.run_id, state.spec.pool, state.url, kind, reason))
 
     def _release_slot(self, state: EndpointState, n: int = 1) -> None:
         if n:
@@ -379,7 +416,14 @@ class Dispatcher:
 
     def _heartbeat_loop(self) -> None:
         interval = max(0.05, self.engine.lease / 3)
-        while not self._stopped.wait(interval):
+        next_beat = time.monotonic() + WORKER_BEAT
+        while not self._stopped.wait(min(interval, WORKER_BEAT)):
+            if time.monotonic() >= next_beat and not self._stopping.is_set() and self._pools is not None:
+                next_beat = time.monotonic() + WORKER_BEAT
+                try:
+                    self._beat()
+                except Exception:
+                    log.debug("push dispatcher %s: registry beat failed", self.name, exc_info=True)
             with self._lock:
                 leases = [(r, f.job.token) for r, f in self._inflight.items() if not f.lost]
             if not leases:
@@ -394,7 +438,10 @@ class Dispatcher:
                     for run_id in lost:
                         if run_id in self._inflight:
                             self._inflight[run_id].lost = True
-                log.warning("push dispatcher %s lost the lease of %d runs", self.name, len(lost))
+                for run_id in lost:
+                    log.warning("push dispatcher %s lost the lease of run %s (it was cancelled, or the database "
+                                "was away); what its endpoint reports is discarded", self.name, run_id,
+                                extra={"run_id": run_id})
 
 
 def _error_text(error: dict[str, Any] | None) -> str:

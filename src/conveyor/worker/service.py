@@ -246,21 +246,27 @@ class Worker:
         try:
             result = inv.run()
         except BaseException as exc:
-            return self._finished(job, None, exc)
-        self._finished(job, result, None)
+            return self._finished(job, None, exc, inv)
+        self._finished(job, result, None, inv)
 
     async def _run_async(self, job: ClaimedJob, inv: Invocation) -> None:
         try:
             result = await inv.arun()
         except BaseException as exc:
-            return self._finished(job, None, exc)
-        self._finished(job, result, None)
+            return self._finished(job, None, exc, inv)
+        self._finished(job, result, None, inv)
 
-    def _finished(self, job: ClaimedJob, result: InvocationResult | None, error: BaseException | None) -> None:
+    def _finished(
+        self, job: ClaimedJob, result: InvocationResult | None, error: BaseException | None, inv: Invocation,
+    ) -> None:
         """An invocation returned: hand its result to the committer, or drop the job if it was lost."""
         if result is None:
-            if not isinstance(error, LeaseLost):
-                log.error("invocation of run %s crashed", job.run_id, exc_info=error)
+            fields = inv.log_fields()
+            if isinstance(error, LeaseLost):
+                log.info("run %s: invocation stopped, its lease was lost (cancelled, or taken over after a stall)",
+                         job.run_id, extra=fields)
+            else:
+                log.error("invocation of run %s crashed", job.run_id, exc_info=error, extra=fields)
             return self._forget(job.run_id)
         self._done_executing()
         self._committer.submit(self.engine.result_of(job, result))
@@ -349,4 +355,6 @@ class Worker:
             if lost:
                 with self._lock:
                     self._lost.update(r for r in lost if r in self._inflight)
-                log.warning("worker %s lost the lease of %d runs", self.name, len(lost))
+                for run_id in lost:
+                    log.warning("worker %s lost the lease of run %s (it stalled, or the run was cancelled); "
+                                "what it still reports is discarded", self.name, run_id, extra={"run_id": run_id})
