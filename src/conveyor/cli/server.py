@@ -9,22 +9,24 @@ Both stop cleanly on SIGTERM/SIGINT and exit 0.
 from __future__ import annotations
 
 import argparse
+import logging
 import os
 from typing import Any
 
 from rich.markup import escape
 
 import conveyor
-from conveyor.cli.common import cli_app, database_parent, load_user_app, positive_int, stderr_console
-from conveyor.cli.serve import DEFAULT_PORT, configure_logging
+from conveyor.cli.common import cli_app, database_parent, load_user_app, positive_int
+from conveyor.cli.serve import DEFAULT_PORT, Banner, configure_logging, log_parent
 from conveyor.errors import ConfigError
 
 
 def add_parsers(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     http = _http_parent()
     db = database_parent()
+    logs = log_parent()
     p = commands.add_parser(
-        "server", parents=[db, http],
+        "server", parents=[db, http, logs],
         help="serve the HTTP API, the scheduler and push delivery for a database",
         description="Serve the HTTP API (events, runs, dead letters, functions, push endpoints) "
         "over the database, fire cron schedules, and push runs to registered endpoints, until "
@@ -33,7 +35,7 @@ def add_parsers(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -
     p.set_defaults(handler=cmd_server)
 
     p = commands.add_parser(
-        "dev", parents=[db, http],
+        "dev", parents=[db, http, logs],
         help="the server plus a worker for MODULE:APP, in one process",
         description="Development mode: migrate, then serve the HTTP API and run a worker for every "
         "pool of MODULE:APP in one process (due sleeps, retries and timeouts included).",
@@ -83,7 +85,7 @@ def _config(args: argparse.Namespace) -> Any:
 def cmd_server(args: argparse.Namespace) -> int:
     config = _config(args)
     app = cli_app(args)
-    return _serve(app, config, worker=None, title="conveyor server")
+    return _serve(app, config, configure_logging(args), worker=None, title="conveyor server")
 
 
 def cmd_dev(args: argparse.Namespace) -> int:
@@ -92,33 +94,31 @@ def cmd_dev(args: argparse.Namespace) -> int:
     app.migrate()
     worker = app.worker() if args.concurrency is None else app.worker(concurrency=args.concurrency)
     functions = ", ".join(sorted(app.functions)) or "-"
-    stderr_console().print(f"[bold]conveyor dev[/] {escape(args.app)}: functions {escape(functions)}",
-                           markup=True, soft_wrap=True)
-    return _serve(app, config, worker=worker, title="conveyor dev")
+    banner = configure_logging(args)
+    banner.say(f"[bold]conveyor dev[/] {escape(args.app)}: functions {escape(functions)}")
+    return _serve(app, config, banner, worker=worker, title="conveyor dev")
 
 
-def _serve(app: conveyor.Conveyor, config: Any, *, worker: Any, title: str) -> int:
+def _serve(app: conveyor.Conveyor, config: Any, banner: Banner, *, worker: Any, title: str) -> int:
     try:
         from conveyor.server.runner import serve
     except ImportError as exc:  # pragma: no cover - the server stack is a core dependency
         raise ConfigError(f"the HTTP server needs FastAPI and uvicorn ({exc}); pip install conveyor") from None
-    configure_logging()
-    console = stderr_console()
     engine = app._engine()
     db = _redacted(app.database_url)
 
     def announce(url: str) -> None:
-        console.print(f"{title} listening on {url} (database {db})", soft_wrap=True, highlight=False)
+        banner.say(escape(f"{title} listening on {url} (database {db})"))
         if not config.auth_enabled:
-            console.print("[yellow]warning:[/] no event keys or API tokens configured: listening on loopback "
-                          "only, and anyone on this machine can use the API", markup=True, soft_wrap=True)
-        console.print("[dim]press Ctrl+C to stop[/]", markup=True)
+            banner.say("[yellow]warning:[/] no event keys or API tokens configured: listening on loopback "
+                       "only, and anyone on this machine can use the API", logging.WARNING)
+        banner.say("[dim]press Ctrl+C to stop[/]")
 
     try:
         serve(engine, config, services=[worker] if worker is not None else [], announce=announce)
     finally:
         app.close()
-    console.print(f"{title}: stopped", soft_wrap=True)
+    banner.say(escape(f"{title}: stopped"))
     return 0
 
 
