@@ -100,3 +100,39 @@ def test_an_event_page_after_the_last_one_is_empty(backend: Storage, name: str |
     backend.events_send([ev("go", "only")])
     [only] = backend.events_list(name, None, 10, internal=False)
     assert backend.events_list(name, EventCursor(only.ts, only.id), 10, internal=False) == []
+
+
+def test_a_parents_children_in_one_status_page_by_page_in_item_order(backend: Storage) -> None:
+    parent = fan_out(backend, 7)
+    kids = [r.id for r in backend.runs_list(RunFilter(parent_id=parent, limit=100))]
+    assert kids == [f"{parent}.kid{i}" for i in range(7)]
+    jobs = {j.run_id: j for j in backend.jobs_claim("w1", ("default",), ["one"], 100, 30.0)}
+    failing = [kids[i] for i in (1, 4, 5)]
+    results = [JobResult(k, jobs[k].token, "one", outcome=Failed({"type": "X", "message": "m"})) for k in failing]
+    assert backend.jobs_commit(results) == [True] * 3
+    pages, cursor = [], None
+    while True:
+        page = backend.runs_list(RunFilter(parent_id=parent, status="failed", limit=2, before=cursor))
+        pages.append([r.id for r in page])
+        if len(page) < 2:
+            break
+        cursor = page[-1].id
+    assert pages == [failing[:2], failing[2:]]
+    rest = backend.runs_list(RunFilter(parent_id=parent, limit=100, before=kids[4]))
+    assert [r.id for r in rest] == kids[5:]
+    assert backend.runs_list(RunFilter(parent_id=parent, before="no-such-run")) == []
+    assert backend.children_counts(parent) == {"failed": 3, "running": 4}
+
+
+def test_a_time_window_applies_to_every_filter(backend: Storage) -> None:
+    parent = fan_out(backend, 2)
+    later = time.time() + 60
+    for flt in (RunFilter(event_id="parent"), RunFilter(parent_id=parent), RunFilter(top_level=True),
+                RunFilter(function="one", status="waiting"), RunFilter(parent_id=parent, status="queued")):
+        assert backend.runs_list(flt), flt
+        assert backend.runs_list(RunFilter(**{**_fields(flt), "since": later})) == [], flt
+        assert backend.runs_list(RunFilter(**{**_fields(flt), "until": 0.0})) == [], flt
+
+
+def _fields(flt: RunFilter) -> dict[str, object]:
+    return {name: getattr(flt, name) for name in RunFilter.__dataclass_fields__}

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import json
 from abc import abstractmethod
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from contextlib import AbstractContextManager
 from datetime import UTC, datetime
 from typing import Any
@@ -113,7 +113,7 @@ class RelationalStorage(Storage):
         """One statement over many parameter rows (pipelined where the driver can)."""
         tx.conn.cursor().executemany(self.q[name], rows)
 
-    def _rows(self, name: str, params: Sequence[Any]) -> list[Any]:
+    def _rows(self, name: str, params: Sequence[Any] | Mapping[str, Any]) -> list[Any]:
         with self._read() as conn:
             return list(conn.execute(self.q[name], params).fetchall())
 
@@ -610,31 +610,35 @@ class RelationalStorage(Storage):
         return None if row is None else RunRow(*row)
 
     def runs_list(self, flt: RunFilter) -> list[RunRow]:
-        top = int(flt.top_level)
-        if flt.event_id is not None:
-            rows = self._rows("runs_by_event", (flt.event_id, flt.function, flt.status, flt.before, flt.limit, top))
-        elif flt.parent_id is not None:
+        # a time window is a range of ids (they begin with their creation time)
+        lo = "" if flt.since is None else id_floor(flt.since)
+        hi = "~" if flt.until is None else id_floor(flt.until)
+        p: dict[str, Any] = {"ev": flt.event_id, "par": flt.parent_id, "fn": flt.function, "st": flt.status,
+                             "lo": lo, "hi": hi, "lim": flt.limit, "top": int(flt.top_level)}
+        if flt.parent_id is not None:
             if flt.top_level:
                 return []  # a parent's children are not top-level runs
-            rows = self._rows("runs_by_parent", (flt.parent_id, flt.function, flt.status, flt.before, flt.limit))
+            p["ps"], p["ci"] = "", -1  # children come in item order, after the cursor's position
+            if flt.before is not None:
+                at = self._row("run_position", (flt.before,))
+                if at is None or at[0] is None:
+                    return []
+                p["ps"], p["ci"] = at
+            block = "runs_by_parent_status" if flt.status is not None else "runs_by_parent"
         else:
-            # a time window is a range of ids (they begin with their creation time)
-            before = flt.before
-            if flt.until is not None:
-                before = min(before or "~", id_floor(flt.until))
-            after = None if flt.since is None else id_floor(flt.since)
-            if flt.function is not None and flt.status is not None:
-                rows = self._rows("runs_by_function_status",
-                                  (flt.function, flt.status, before, flt.limit, after, top))
+            if flt.before is not None:
+                p["hi"] = min(hi, flt.before)
+            if flt.event_id is not None:
+                block = "runs_by_event"
+            elif flt.function is not None and flt.status is not None:
+                block = "runs_by_function_status"
             elif flt.function is not None:
-                rows = self._rows("runs_by_function", (flt.function, flt.status, before, flt.limit, after, top))
+                block = "runs_by_function"
             elif flt.status is not None:
-                rows = self._rows("runs_by_status", (flt.status, before, flt.limit, after, top))
-            elif flt.top_level:
-                rows = self._rows("runs_top", (before, flt.limit, after))
+                block = "runs_by_status"
             else:
-                rows = self._rows("runs_all", (before, flt.limit, after))
-        return [RunRow(*row) for row in rows]
+                block = "runs_top" if flt.top_level else "runs_all"
+        return [RunRow(*row) for row in self._rows(block, p)]
 
     def steps_list(self, run_id: str) -> list[StepRow]:
         return [StepRow(*row) for row in self._rows("steps_list", (run_id,))]
@@ -797,7 +801,8 @@ class RelationalStorage(Storage):
         # two index range scans: every run of each function in the window, and the failed ones
         floor = id_floor(since)
         failed = {fid: int(n) for fid, n in self._rows("functions_failed_since", (floor,))}
-        return {fid: FunctionStats(int(n), failed.get(fid, 0)) for fid, n in self._rows("functions_runs_since", (floor,))}
+        runs = self._rows("functions_runs_since", (floor,))
+        return {fid: FunctionStats(int(n), failed.get(fid, 0)) for fid, n in runs}
 
     def runs_count(self, status: str) -> int:
         return int(self._row("runs_count", (status,))[0])

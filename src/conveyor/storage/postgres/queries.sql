@@ -246,61 +246,68 @@ RETURNING pool, function_id;
 -- name: steps_unfinished_delete
 DELETE FROM conveyor_steps WHERE run_id = %s AND status != 'completed';
 
--- Listing runs, newest first (run ids sort by creation time). Each block walks the
--- index that fits its leading filter; the other filters are residual.
+-- Listing runs, newest first (run ids sort by creation time, so a time window is a range of
+-- ids: from :lo, before :hi, which also carries the page cursor). Each block walks the index
+-- that fits its filters, the rest is residual. A parent's children come in item order
+-- instead, after the position (:ps, :ci) of the cursor. :top = 1 keeps runs without a parent.
+-- Plain parameters, not a CTE of them: the planner must see the filters to pick the index.
 
 -- name: runs_by_event
-WITH a AS (SELECT %s::text AS ev, %s::text AS fn, %s::text AS st, %s::text AS bf, %s::int AS lim, %s::int AS top)
-SELECT r.id, r.function_id, r.event_id, r.status, r.pool, r.output, r.error, r.parent_id, r.created_at, r.started_at, r.ended_at
-FROM conveyor_runs r, a
-WHERE r.event_id = a.ev AND (a.fn IS NULL OR r.function_id = a.fn) AND (a.st IS NULL OR r.status = a.st)
-  AND (a.bf IS NULL OR r.id < a.bf) AND (a.top = 0 OR r.parent_id IS NULL)
-ORDER BY r.id DESC LIMIT (SELECT lim FROM a);
+SELECT id, function_id, event_id, status, pool, output, error, parent_id, created_at, started_at, ended_at
+FROM conveyor_runs
+WHERE event_id = %(ev)s::text AND (%(fn)s::text IS NULL OR function_id = %(fn)s::text)
+  AND (%(st)s::text IS NULL OR status = %(st)s::text)
+  AND id < %(hi)s::text AND id >= %(lo)s::text AND (%(top)s::int = 0 OR parent_id IS NULL)
+ORDER BY id DESC LIMIT %(lim)s::int;
+
+-- name: run_position
+SELECT parent_step, child_index FROM conveyor_runs WHERE id = %s;
 
 -- name: runs_by_parent
-WITH a AS (SELECT %s::text AS par, %s::text AS fn, %s::text AS st, %s::text AS bf, %s::int AS lim)
-SELECT r.id, r.function_id, r.event_id, r.status, r.pool, r.output, r.error, r.parent_id, r.created_at, r.started_at, r.ended_at
-FROM conveyor_runs r, a
-WHERE r.parent_id = a.par AND (a.fn IS NULL OR r.function_id = a.fn) AND (a.st IS NULL OR r.status = a.st)
-  AND (a.bf IS NULL OR (r.parent_step, r.child_index) > (SELECT c.parent_step, c.child_index FROM conveyor_runs c WHERE c.id = a.bf))
-ORDER BY r.parent_step, r.child_index LIMIT (SELECT lim FROM a);
+SELECT id, function_id, event_id, status, pool, output, error, parent_id, created_at, started_at, ended_at
+FROM conveyor_runs
+WHERE parent_id = %(par)s::text AND (parent_step, child_index) > (%(ps)s::text, %(ci)s::int)
+  AND (%(fn)s::text IS NULL OR function_id = %(fn)s::text) AND id < %(hi)s::text AND id >= %(lo)s::text
+ORDER BY parent_id, parent_step, child_index LIMIT %(lim)s::int;
+
+-- name: runs_by_parent_status
+SELECT id, function_id, event_id, status, pool, output, error, parent_id, created_at, started_at, ended_at
+FROM conveyor_runs
+WHERE parent_id = %(par)s::text AND status = %(st)s::text AND (parent_step, child_index) > (%(ps)s::text, %(ci)s::int)
+  AND (%(fn)s::text IS NULL OR function_id = %(fn)s::text) AND id < %(hi)s::text AND id >= %(lo)s::text
+ORDER BY parent_id, status, parent_step, child_index LIMIT %(lim)s::int;
 
 -- name: runs_by_function
-WITH a AS (SELECT %s::text AS fn, %s::text AS st, %s::text AS bf, %s::int AS lim, %s::text AS af, %s::int AS top)
-SELECT r.id, r.function_id, r.event_id, r.status, r.pool, r.output, r.error, r.parent_id, r.created_at, r.started_at, r.ended_at
-FROM conveyor_runs r, a
-WHERE r.function_id = a.fn AND (a.st IS NULL OR r.status = a.st) AND r.id < coalesce(a.bf, '~')
-  AND r.id >= coalesce(a.af, '') AND (a.top = 0 OR r.parent_id IS NULL)
-ORDER BY r.function_id DESC, r.id DESC LIMIT (SELECT lim FROM a);
+SELECT id, function_id, event_id, status, pool, output, error, parent_id, created_at, started_at, ended_at
+FROM conveyor_runs
+WHERE function_id = %(fn)s::text AND id < %(hi)s::text AND id >= %(lo)s::text
+  AND (%(top)s::int = 0 OR parent_id IS NULL)
+ORDER BY function_id DESC, id DESC LIMIT %(lim)s::int;
 
 -- name: runs_by_function_status
-WITH a AS (SELECT %s::text AS fn, %s::text AS st, %s::text AS bf, %s::int AS lim, %s::text AS af, %s::int AS top)
-SELECT r.id, r.function_id, r.event_id, r.status, r.pool, r.output, r.error, r.parent_id, r.created_at, r.started_at, r.ended_at
-FROM conveyor_runs r, a
-WHERE r.function_id = a.fn AND r.status = a.st AND r.id < coalesce(a.bf, '~') AND r.id >= coalesce(a.af, '')
-  AND (a.top = 0 OR r.parent_id IS NULL)
-ORDER BY r.function_id DESC, r.status DESC, r.id DESC LIMIT (SELECT lim FROM a);
+SELECT id, function_id, event_id, status, pool, output, error, parent_id, created_at, started_at, ended_at
+FROM conveyor_runs
+WHERE function_id = %(fn)s::text AND status = %(st)s::text AND id < %(hi)s::text AND id >= %(lo)s::text
+  AND (%(top)s::int = 0 OR parent_id IS NULL)
+ORDER BY function_id DESC, status DESC, id DESC LIMIT %(lim)s::int;
 
 -- name: runs_by_status
-WITH a AS (SELECT %s::text AS st, %s::text AS bf, %s::int AS lim, %s::text AS af, %s::int AS top)
-SELECT r.id, r.function_id, r.event_id, r.status, r.pool, r.output, r.error, r.parent_id, r.created_at, r.started_at, r.ended_at
-FROM conveyor_runs r, a
-WHERE r.status = a.st AND r.id < coalesce(a.bf, '~') AND r.id >= coalesce(a.af, '') AND (a.top = 0 OR r.parent_id IS NULL)
-ORDER BY r.status DESC, r.id DESC LIMIT (SELECT lim FROM a);
-
--- name: runs_all
-WITH a AS (SELECT %s::text AS bf, %s::int AS lim, %s::text AS af)
-SELECT r.id, r.function_id, r.event_id, r.status, r.pool, r.output, r.error, r.parent_id, r.created_at, r.started_at, r.ended_at
-FROM conveyor_runs r, a
-WHERE r.id < coalesce(a.bf, '~') AND r.id >= coalesce(a.af, '')
-ORDER BY r.id DESC LIMIT (SELECT lim FROM a);
+SELECT id, function_id, event_id, status, pool, output, error, parent_id, created_at, started_at, ended_at
+FROM conveyor_runs
+WHERE status = %(st)s::text AND id < %(hi)s::text AND id >= %(lo)s::text AND (%(top)s::int = 0 OR parent_id IS NULL)
+ORDER BY status DESC, id DESC LIMIT %(lim)s::int;
 
 -- name: runs_top
-WITH a AS (SELECT %s::text AS bf, %s::int AS lim, %s::text AS af)
-SELECT r.id, r.function_id, r.event_id, r.status, r.pool, r.output, r.error, r.parent_id, r.created_at, r.started_at, r.ended_at
-FROM conveyor_runs r, a
-WHERE r.parent_id IS NULL AND r.id < coalesce(a.bf, '~') AND r.id >= coalesce(a.af, '')
-ORDER BY r.id DESC LIMIT (SELECT lim FROM a);
+SELECT id, function_id, event_id, status, pool, output, error, parent_id, created_at, started_at, ended_at
+FROM conveyor_runs
+WHERE parent_id IS NULL AND id < %(hi)s::text AND id >= %(lo)s::text
+ORDER BY id DESC LIMIT %(lim)s::int;
+
+-- name: runs_all
+SELECT id, function_id, event_id, status, pool, output, error, parent_id, created_at, started_at, ended_at
+FROM conveyor_runs
+WHERE id < %(hi)s::text AND id >= %(lo)s::text
+ORDER BY id DESC LIMIT %(lim)s::int;
 
 -- name: waited_event_names
 SELECT DISTINCT event_name FROM conveyor_waits WHERE matched_event_id IS NULL;
@@ -463,7 +470,7 @@ ORDER BY ts DESC, id DESC LIMIT %(limit)s;
 -- name: events_named
 SELECT id, name, data, ts FROM conveyor_events
 WHERE substr(name, 1, 9) <> 'conveyor/' AND name = %(name)s::text
-  AND (ts, id) < (coalesce(%(ts)s::float8, 'Infinity'::float8), coalesce(%(id)s::text, ''))
+  AND (name, ts, id) < (%(name)s::text, coalesce(%(ts)s::float8, 'Infinity'::float8), coalesce(%(id)s::text, ''))
 ORDER BY name DESC, ts DESC, id DESC LIMIT %(limit)s;
 
 -- name: pools_backlog

@@ -215,54 +215,64 @@ RETURNING pool, function_id;
 -- name: steps_unfinished_delete
 DELETE FROM conveyor_steps WHERE run_id = ? AND status != 'completed';
 
--- Listing runs, newest first (run ids sort by creation time). Each block walks the
--- index that fits its leading filter; the other filters are residual.
+-- Listing runs, newest first (run ids sort by creation time, so a time window is a range of
+-- ids: from :lo, before :hi, which also carries the page cursor). Each block walks the index
+-- that fits its filters, the rest is residual. A parent's children come in item order
+-- instead, after the position (:ps, :ci) of the cursor. :top = 1 keeps runs without a parent.
 
 -- name: runs_by_event
 SELECT id, function_id, event_id, status, pool, output, error, parent_id, created_at, started_at, ended_at
 FROM conveyor_runs
-WHERE event_id = ?1 AND (?2 IS NULL OR function_id = ?2) AND (?3 IS NULL OR status = ?3)
-  AND (?4 IS NULL OR id < ?4) AND (?6 = 0 OR parent_id IS NULL)
-ORDER BY id DESC LIMIT ?5;
+WHERE event_id = :ev AND (:fn IS NULL OR function_id = :fn) AND (:st IS NULL OR status = :st)
+  AND id < :hi AND id >= :lo AND (:top = 0 OR parent_id IS NULL)
+ORDER BY id DESC LIMIT :lim;
+
+-- name: run_position
+SELECT parent_step, child_index FROM conveyor_runs WHERE id = ?;
 
 -- name: runs_by_parent
 SELECT id, function_id, event_id, status, pool, output, error, parent_id, created_at, started_at, ended_at
-FROM conveyor_runs
-WHERE parent_id = ?1 AND (?2 IS NULL OR function_id = ?2) AND (?3 IS NULL OR status = ?3)
-  AND (?4 IS NULL OR (parent_step, child_index) > (SELECT parent_step, child_index FROM conveyor_runs WHERE id = ?4))
-ORDER BY parent_step, child_index LIMIT ?5;
+FROM conveyor_runs INDEXED BY conveyor_runs_parent
+WHERE parent_id = :par AND (parent_step, child_index) > (:ps, :ci) AND (:fn IS NULL OR function_id = :fn)
+  AND id < :hi AND id >= :lo
+ORDER BY parent_step, child_index LIMIT :lim;
+
+-- name: runs_by_parent_status
+SELECT id, function_id, event_id, status, pool, output, error, parent_id, created_at, started_at, ended_at
+FROM conveyor_runs INDEXED BY conveyor_runs_children_status
+WHERE parent_id = :par AND status = :st AND (parent_step, child_index) > (:ps, :ci)
+  AND (:fn IS NULL OR function_id = :fn) AND id < :hi AND id >= :lo
+ORDER BY parent_step, child_index LIMIT :lim;
 
 -- name: runs_by_function
 SELECT id, function_id, event_id, status, pool, output, error, parent_id, created_at, started_at, ended_at
 FROM conveyor_runs INDEXED BY conveyor_runs_function
-WHERE function_id = ?1 AND (?2 IS NULL OR status = ?2) AND id < coalesce(?3, '~') AND id >= coalesce(?5, '')
-  AND (?6 = 0 OR parent_id IS NULL)
-ORDER BY function_id DESC, id DESC LIMIT ?4;
+WHERE function_id = :fn AND id < :hi AND id >= :lo AND (:top = 0 OR parent_id IS NULL)
+ORDER BY function_id DESC, id DESC LIMIT :lim;
 
 -- name: runs_by_function_status
 SELECT id, function_id, event_id, status, pool, output, error, parent_id, created_at, started_at, ended_at
 FROM conveyor_runs INDEXED BY conveyor_runs_function_status
-WHERE function_id = ?1 AND status = ?2 AND id < coalesce(?3, '~') AND id >= coalesce(?5, '')
-  AND (?6 = 0 OR parent_id IS NULL)
-ORDER BY function_id DESC, status DESC, id DESC LIMIT ?4;
+WHERE function_id = :fn AND status = :st AND id < :hi AND id >= :lo AND (:top = 0 OR parent_id IS NULL)
+ORDER BY function_id DESC, status DESC, id DESC LIMIT :lim;
 
 -- name: runs_by_status
 SELECT id, function_id, event_id, status, pool, output, error, parent_id, created_at, started_at, ended_at
 FROM conveyor_runs INDEXED BY conveyor_runs_status
-WHERE status = ?1 AND id < coalesce(?2, '~') AND id >= coalesce(?4, '') AND (?5 = 0 OR parent_id IS NULL)
-ORDER BY status DESC, id DESC LIMIT ?3;
-
--- name: runs_all
-SELECT id, function_id, event_id, status, pool, output, error, parent_id, created_at, started_at, ended_at
-FROM conveyor_runs
-WHERE id < coalesce(?1, '~') AND id >= coalesce(?3, '')
-ORDER BY id DESC LIMIT ?2;
+WHERE status = :st AND id < :hi AND id >= :lo AND (:top = 0 OR parent_id IS NULL)
+ORDER BY status DESC, id DESC LIMIT :lim;
 
 -- name: runs_top
 SELECT id, function_id, event_id, status, pool, output, error, parent_id, created_at, started_at, ended_at
 FROM conveyor_runs INDEXED BY conveyor_runs_top
-WHERE parent_id IS NULL AND id < coalesce(?1, '~') AND id >= coalesce(?3, '')
-ORDER BY id DESC LIMIT ?2;
+WHERE parent_id IS NULL AND id < :hi AND id >= :lo
+ORDER BY id DESC LIMIT :lim;
+
+-- name: runs_all
+SELECT id, function_id, event_id, status, pool, output, error, parent_id, created_at, started_at, ended_at
+FROM conveyor_runs
+WHERE id < :hi AND id >= :lo
+ORDER BY id DESC LIMIT :lim;
 
 -- name: waited_event_names
 SELECT DISTINCT event_name FROM conveyor_waits WHERE matched_event_id IS NULL;

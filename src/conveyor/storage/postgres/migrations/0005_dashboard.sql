@@ -12,3 +12,9 @@ CREATE INDEX conveyor_runs_top ON conveyor_runs (id) WHERE parent_id IS NULL;
 -- Events sent by applications, newest first, and by name.
 CREATE INDEX conveyor_events_sent ON conveyor_events (ts, id) WHERE substr(name, 1, 9) <> 'conveyor/';
 CREATE INDEX conveyor_events_named ON conveyor_events (name, ts, id) WHERE substr(name, 1, 9) <> 'conveyor/';
+
+-- A parent's children in one status, in item order (its failed children, page by page):
+-- the index that counts children by status, extended with their position.
+DROP INDEX conveyor_runs_children_status;
+CREATE INDEX conveyor_runs_children_status ON conveyor_runs (parent_id, status, parent_step, child_index)
+    WHERE parent_id IS NOT NULL;
