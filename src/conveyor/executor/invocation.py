@@ -122,6 +122,7 @@ class Invocation:
         self._suspend: Suspend | None = None
         self._event_dict: dict[str, Any] | None = None
         self._pending: Ack | None = None
+        self._traced_run = False  # this invocation is a span (OpenTelemetry is configured)
         self._step_span: tracing.NoSpan | None = None  # the span of the step executing now, when traced
         self._first_attempt: int | None = None  # of the first step this invocation executes
 
@@ -131,11 +132,17 @@ class Invocation:
         """Run a ``def`` function (or an ``async def`` one on a private loop)."""
         if self.is_async:
             return asyncio.run(self.arun())
-        with self._run_span() as span:
+        span = self._run_span()
+        if span is tracing.NO_SPAN:  # the usual case costs one check per invocation
+            return self._run()
+        with span:
             return self._traced(span, self._run())
 
     async def arun(self) -> InvocationResult:
-        with self._run_span() as span:
+        span = self._run_span()
+        if span is tracing.NO_SPAN:
+            return await self._arun()
+        with span:
             return self._traced(span, await self._arun())
 
     def _run(self) -> InvocationResult:
@@ -163,12 +170,12 @@ class Invocation:
         return self._finish_value(value)
 
     def _run_span(self) -> tracing.NoSpan:
-        return tracing.run_span(self.function_id, self.run_id, self.event.name, self.trace)
+        span = tracing.run_span(self.function_id, self.run_id, self.event.name, self.trace)
+        self._traced_run = span is not tracing.NO_SPAN
+        return span
 
     def _traced(self, span: tracing.NoSpan, result: InvocationResult) -> InvocationResult:
-        """Put the invocation's outcome on its span (when traced)."""
-        if span is tracing.NO_SPAN:
-            return result
+        """Put the invocation's outcome on its span."""
         out = result.outcome
         span.set("conveyor.attempt", self._first_attempt or 0)
         span.set("conveyor.steps_run", result.steps_run)
@@ -181,11 +188,12 @@ class Invocation:
         """The span of a step this invocation executes now (not replays); use it as a context.
 
         What the step writes (:meth:`emit`, :meth:`suspend`) sets the span's verdict."""
+        if not self._traced_run:
+            return tracing.NO_SPAN
         attempt = self.attempt
         if self._first_attempt is None:
             self._first_attempt = attempt
-        span = tracing.step_span(sid, kind.value, attempt, self.run_id)
-        return span if span is tracing.NO_SPAN else _StepScope(self, span)
+        return _StepScope(self, tracing.step_span(sid, kind.value, attempt, self.run_id))
 
     def trace_context(self) -> str | None:
         """The traceparent for what the executing step starts (child runs, events): its span's,
