@@ -8,8 +8,8 @@ from collections.abc import AsyncIterator, Callable, Sequence
 from typing import Any, Protocol
 
 from fastapi import FastAPI
-from starlette.responses import RedirectResponse
 
+from conveyor.dashboard.routes import create_router
 from conveyor.engine.engine import Engine
 from conveyor.server import api_events, api_meta, api_metrics, api_runs, errors
 from conveyor.server.auth import AuthGate, Keys
@@ -74,10 +74,7 @@ def create_app(
     for router in _optional_routers():
         app.include_router(router)
 
-    @app.get("/", include_in_schema=False)
-    async def home() -> RedirectResponse:
-        return RedirectResponse("/docs")
-
+    app.include_router(create_router(engine, api_tokens=config.api_tokens, auth=config.auth_enabled))
     app.add_middleware(AuthGate, keys=app.state.keys)
     app.add_middleware(BodyLimit, max_bytes=config.max_body_bytes)  # the outermost: runs first
     app.openapi = lambda: _openapi(app)  # type: ignore[method-assign]

@@ -1,0 +1,153 @@
+"""How values look on a page: durations, ages, times, counts, JSON.
+
+Pure functions, registered as Jinja filters by :mod:`conveyor.dashboard.render`.
+Times are shown in UTC by the server (the page's script rewrites the tooltip into
+the reader's time zone); anything that can be huge is cut to a size a browser
+renders without trouble, and says so.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+#: Characters of pretty JSON shown for one value (an output, an event's data, an error).
+MAX_JSON_CHARS = 20_000
+#: Characters of a one-line JSON preview in a table cell.
+MAX_PREVIEW_CHARS = 120
+#: What an absent value looks like (an en dash).
+NONE = "\u2013"
+
+
+def duration(seconds: float | None) -> str:
+    """``0.42 s`` → ``420 ms``; ``75`` → ``1 m 15 s``; ``90000`` → ``1 d 1 h``."""
+    if seconds is None or math.isnan(seconds):
+        return NONE
+    seconds = max(0.0, seconds)
+    if seconds < 0.0005:
+        return "<1 ms"
+    if seconds < 1:
+        return f"{seconds * 1000:.0f} ms"
+    if seconds < 10:
+        return f"{seconds:.2f} s"
+    if seconds < 60:
+        return f"{seconds:.1f} s"
+    whole = int(seconds)
+    for unit, size, sub, sub_size in (("d", 86400, "h", 3600), ("h", 3600, "m", 60), ("m", 60, "s", 1)):
+        if whole >= size:
+            major, rest = divmod(whole, size)
+            minor = rest // sub_size
+            return f"{major} {unit} {minor} {sub}" if minor else f"{major} {unit}"
+    return f"{whole} s"  # pragma: no cover - every whole >= 60 matched above
+
+
+def age(then: float | None, now: float) -> str:
+    """How long ago ``then`` was: ``just now``, ``42 s ago``, ``3 m ago``, ``in 5 m`` (future)."""
+    if then is None:
+        return NONE
+    delta = now - then
+    if abs(delta) < 1:
+        return "just now"
+    text = _coarse(abs(delta))
+    return f"{text} ago" if delta > 0 else f"in {text}"
+
+
+def _coarse(seconds: float) -> str:
+    for unit, size in (("d", 86400), ("h", 3600), ("m", 60)):
+        if seconds >= size:
+            return f"{int(seconds // size)} {unit}"
+    return f"{int(seconds)} s"
+
+
+def utc(ts: float | None) -> str:
+    """``2025-01-31 14:05:09 UTC``."""
+    if ts is None:
+        return NONE
+    return datetime.fromtimestamp(ts, UTC).strftime("%Y-%m-%d %H:%M:%S UTC")
+
+
+def iso(ts: float | None) -> str:
+    """The machine-readable form, for ``<time datetime=...>``."""
+    return "" if ts is None else datetime.fromtimestamp(ts, UTC).isoformat(timespec="milliseconds")
+
+
+def clock(ts: float | None) -> str:
+    """``14:05:09.123``: a time of day with milliseconds, for log lines."""
+    if ts is None:
+        return NONE
+    return datetime.fromtimestamp(ts, UTC).strftime("%H:%M:%S.%f")[:-3]
+
+
+def ts_of(when: datetime | None) -> float | None:
+    return None if when is None else when.timestamp()
+
+
+def count(n: int | float | None) -> str:
+    """``1234567`` → ``1,234,567``."""
+    if n is None:
+        return NONE
+    return f"{int(n):,}"
+
+
+def percent(part: int, whole: int) -> str:
+    """A failure rate: ``0 %``, ``0.4 %``, ``12 %``; a dash when there is nothing to divide."""
+    if whole <= 0:
+        return NONE
+    value = 100.0 * part / whole
+    if value == 0:
+        return "0 %"
+    if value < 10:
+        return f"{value:.1f} %"
+    return f"{value:.0f} %"
+
+
+def rate(per_second: float | None) -> str:
+    if not per_second:
+        return NONE
+    if per_second >= 10:
+        return f"{per_second:,.0f}/s"
+    if per_second >= 1:
+        return f"{per_second:.1f}/s"
+    return f"{per_second * 60:.1f}/min"
+
+
+@dataclass(frozen=True, slots=True)
+class JsonText:
+    """Indented JSON, cut at a limit: ``total`` is the length of the whole text."""
+
+    text: str
+    total: int
+
+    @property
+    def truncated(self) -> bool:
+        return self.total > len(self.text)
+
+
+def pretty_json(value: Any, limit: int = MAX_JSON_CHARS) -> JsonText:
+    """Indented JSON of ``value``, at most ``limit`` characters of it."""
+    try:
+        text = json.dumps(value, indent=2, ensure_ascii=False, default=repr)
+    except (TypeError, ValueError):  # a circular structure, or keys JSON cannot hold
+        text = repr(value)
+    return JsonText(text[:limit], len(text))
+
+
+def preview(value: Any, limit: int = MAX_PREVIEW_CHARS) -> str:
+    """One line of JSON, cut with an ellipsis: a table cell's glimpse of a value."""
+    try:
+        text = json.dumps(value, ensure_ascii=False, separators=(", ", ": "), default=repr)
+    except (TypeError, ValueError):
+        text = repr(value)
+    return text if len(text) <= limit else text[: limit - 1] + "…"
+
+
+def error_line(error: dict[str, Any] | None) -> str:
+    """``ValueError: the file is empty``: an error's one-line summary."""
+    if not error:
+        return ""
+    kind = str(error.get("type") or "Error")
+    message = str(error.get("message") or "")
+    return f"{kind}: {message}" if message else kind

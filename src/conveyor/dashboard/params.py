@@ -1,0 +1,165 @@
+"""The pages' query parameters, read strictly: a bad one is a 400 page that says which.
+
+Nothing here trusts its input: every value has a length bound, no control
+characters, and a shape (a status among the known ones, a time that is a time, a
+cursor of the form the previous page gave). Unknown parameters are ignored.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass, fields, replace
+from datetime import UTC, datetime
+from typing import Any
+from urllib.parse import urlencode
+
+STATUSES = ("queued", "running", "waiting", "completed", "failed", "cancelled")
+#: The time windows offered by the runs page, in seconds.
+WINDOWS = {"15m": 900, "1h": 3600, "24h": 86400, "7d": 7 * 86400}
+MAX_TEXT = 300
+PAGE_SIZE = 50
+_UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 7 * 86400}
+_RELATIVE = re.compile(r"^(\d{1,6})\s*([smhdw])$")
+_LAST_TS = 253402300799.0  # 9999-12-31T23:59:59Z: the last instant an ISO date can name
+
+
+class BadInput(ValueError):
+    """A query parameter the page cannot use; its message is shown to the reader."""
+
+
+def text(params: Mapping[str, str], name: str, *, limit: int = MAX_TEXT) -> str | None:
+    """A trimmed text parameter, or None when absent or empty."""
+    value = params.get(name)
+    if value is None:
+        return None
+    value = value.strip()
+    if not value:
+        return None
+    if len(value) > limit:
+        raise BadInput(f"{name} is too long (at most {limit} characters)")
+    if any(ord(c) < 0x20 or 0x7F <= ord(c) < 0xA0 or 0xD800 <= ord(c) < 0xE000 for c in value):
+        raise BadInput(f"{name} contains control characters")
+    return value
+
+
+def status(params: Mapping[str, str]) -> str | None:
+    value = text(params, "status")
+    if value is not None and value not in STATUSES:
+        raise BadInput(f"unknown status {value!r}; one of {', '.join(STATUSES)}")
+    return value
+
+
+def when(value: str, now: float, *, name: str) -> float:
+    """A point in time: ``90m`` / ``24h`` / ``7d`` ago, Unix seconds, or ISO 8601 (UTC unless
+    it names an offset)."""
+    relative = _RELATIVE.match(value.lower())
+    if relative:
+        return now - int(relative.group(1)) * _UNITS[relative.group(2)]
+    try:
+        ts = float(value)
+    except ValueError:
+        try:
+            parsed = datetime.fromisoformat(value.replace(" ", "T", 1) if " " in value else value)
+        except ValueError:
+            raise BadInput(
+                f"{name} is not a time: use ISO 8601 (2025-01-31T14:00), Unix seconds, or an age like 90m, 24h, 7d"
+            ) from None
+        if parsed.tzinfo is None:
+            parsed = parsed.replace(tzinfo=UTC)
+        ts = parsed.timestamp()
+    if not math.isfinite(ts) or not 0 <= ts <= _LAST_TS:
+        raise BadInput(f"{name} is out of range")
+    return ts
+
+
+@dataclass(frozen=True, slots=True)
+class RunQuery:
+    """The runs page's filters, as given (for links) and as times (for the query)."""
+
+    function: str | None = None
+    status: str | None = None
+    event: str | None = None
+    parent: str | None = None
+    window: str | None = None
+    since: str | None = None
+    until: str | None = None
+    children: str | None = None  # "1": child runs too, when no function, event or parent is chosen
+    cursor: str | None = None
+
+    def link(self, **changes: Any) -> str:
+        """The runs page with these filters (and ``changes``), starting from the newest."""
+        values = replace(self, **{"cursor": None, **changes})
+        pairs = [(f.name, getattr(values, f.name)) for f in fields(values)]
+        query = urlencode([(k, v) for k, v in pairs if v])
+        return "/runs" + (f"?{query}" if query else "")
+
+    @property
+    def filtered(self) -> bool:
+        return any((self.function, self.status, self.event, self.parent, self.window, self.since, self.until,
+                    self.children))
+
+    @property
+    def top_level(self) -> bool:
+        """Whether child runs are left out: by default, unless a function, an event or a parent is
+        chosen (a function's runs may all be children, of a map)."""
+        return not (self.children or self.function or self.event or self.parent)
+
+
+def run_query(params: Mapping[str, str]) -> RunQuery:
+    window = text(params, "window")
+    if window is not None and window not in WINDOWS:
+        raise BadInput(f"unknown window {window!r}; one of {', '.join(WINDOWS)}")
+    return RunQuery(
+        function=text(params, "function"), status=status(params), event=text(params, "event"),
+        parent=text(params, "parent"), window=window, since=text(params, "since", limit=40),
+        until=text(params, "until", limit=40), children=flag(params, "children"), cursor=cursor(params),
+    )
+
+
+def flag(params: Mapping[str, str], name: str) -> str | None:
+    """A checkbox: ``"1"`` when ticked, None otherwise."""
+    value = text(params, name, limit=5)
+    if value is None or value.lower() in ("0", "false", "off", "no"):
+        return None
+    if value.lower() not in ("1", "true", "on", "yes"):
+        raise BadInput(f"{name} must be 1 or 0")
+    return "1"
+
+
+def time_range(query: RunQuery, now: float) -> tuple[float | None, float | None]:
+    """``(since, until)`` in Unix seconds: the later of the window and ``since``, and ``until``."""
+    starts = [now - WINDOWS[query.window]] if query.window else []
+    if query.since:
+        starts.append(when(query.since, now, name="since"))
+    until = when(query.until, now, name="until") if query.until else None
+    since = max(starts) if starts else None
+    if since is not None and until is not None and until <= since:
+        raise BadInput("until must be later than since")
+    return since, until
+
+
+_CURSOR = re.compile(r"^[0-9A-Za-z._~:/+=-]{1,200}$")
+
+
+def cursor(params: Mapping[str, str], name: str = "cursor") -> str | None:
+    """An opaque page cursor, as the previous page's "older" link gave it."""
+    value = text(params, name)
+    if value is not None and not _CURSOR.match(value):
+        raise BadInput("invalid cursor; follow the page's own links")
+    return value
+
+
+def event_cursor(value: str | None) -> tuple[float, str] | None:
+    """An events page cursor ``<ts>~<id>``: the time and id of the last event shown."""
+    if value is None:
+        return None
+    ts, sep, event_id = value.partition("~")
+    try:
+        number = float(ts)
+    except ValueError:
+        number = math.nan
+    if not sep or not event_id or not math.isfinite(number):
+        raise BadInput("invalid cursor; follow the page's own links")
+    return number, event_id
