@@ -117,6 +117,11 @@ class RelationalStorage(Storage):
         with self._read() as conn:
             return list(conn.execute(self.q[name], params).fetchall())
 
+    def _listing(self, name: str, params: Mapping[str, Any]) -> list[Any]:
+        """The rows of a listing query (a page of runs or events). A backend that caches query
+        plans plans these for their actual parameters: which index fits depends on them."""
+        return self._rows(name, params)
+
     def _row(self, name: str, params: Sequence[Any]) -> Any:
         with self._read() as conn:
             return conn.execute(self.q[name], params).fetchone()
@@ -638,7 +643,7 @@ class RelationalStorage(Storage):
                 block = "runs_by_status"
             else:
                 block = "runs_top" if flt.top_level else "runs_all"
-        return [RunRow(*row) for row in self._rows(block, p)]
+        return [RunRow(*row) for row in self._listing(block, p)]
 
     def steps_list(self, run_id: str) -> list[StepRow]:
         return [StepRow(*row) for row in self._rows("steps_list", (run_id,))]
@@ -791,8 +796,7 @@ class RelationalStorage(Storage):
             return []  # an internal name, and internal events left out
         else:
             block = "events_recent"
-        with self._read() as conn:
-            return [EventRow(*r) for r in conn.execute(self.q[block], params).fetchall()]
+        return [EventRow(*r) for r in self._listing(block, params)]
 
     def pools_backlog(self, now: float) -> list[PoolBacklog]:
         return [PoolBacklog(pool, int(n), oldest) for pool, n, oldest in self._rows("pools_backlog", (now,))]
