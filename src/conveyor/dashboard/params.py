@@ -44,6 +44,15 @@ def text(params: Mapping[str, str], name: str, *, limit: int = MAX_TEXT) -> str 
     return value
 
 
+def ident(value: str) -> str | None:
+    """A run or event id from a path or a form, or None if no run or event can have it (ids are
+    at most a few hundred characters, without control characters): such a request is a 404,
+    never a query the database would refuse."""
+    if not value or len(value) > MAX_TEXT or any(ord(c) < 0x20 or 0xD800 <= ord(c) < 0xE000 for c in value):
+        return None
+    return value
+
+
 def status(params: Mapping[str, str]) -> str | None:
     value = text(params, "status")
     if value is not None and value not in STATUSES:

@@ -93,7 +93,7 @@ class Dashboard:
         return {"query": query, "page": None, "function_ids": self.pages.function_ids(), "problem": message}
 
     async def run(self, request: Request, run_id: str) -> Response:
-        return await self._page(request, "run.html", "runs", lambda now: self.pages.run(run_id, now))
+        return await self._page(request, "run.html", "runs", lambda now: self.pages.run(_known(run_id, "run"), now))
 
     async def events(self, request: Request) -> Response:
         def load(now: float) -> dict[str, Any]:
@@ -107,7 +107,8 @@ class Dashboard:
         return await self._page(request, "events.html", "events", load)
 
     async def event(self, request: Request, event_id: str) -> Response:
-        return await self._page(request, "event.html", "events", lambda now: self.pages.event(event_id))
+        return await self._page(request, "event.html", "events",
+                                lambda now: self.pages.event(_known(event_id, "event")))
 
     async def dead_letters(self, request: Request) -> Response:
         def load(now: float) -> dict[str, Any]:
@@ -146,14 +147,14 @@ class Dashboard:
         return await self._act(request, lambda form: self._cancel(run_id), f"/runs/{quote(run_id, safe='')}")
 
     def _cancel(self, run_id: str) -> str:
-        self.engine.cancel(run_id)
+        self.engine.cancel(_known(run_id, "run"))
         return f"Cancelled run {run_id}."
 
     async def replay(self, request: Request, run_id: str) -> Response:
         return await self._act(request, lambda form: self._replay(run_id), f"/runs/{quote(run_id, safe='')}")
 
     def _replay(self, run_id: str) -> str:
-        self.engine.requeue(run_id, ("failed", "cancelled"))
+        self.engine.requeue(_known(run_id, "run"), ("failed", "cancelled"))
         return f"Run {run_id} is queued again; it continues from the step that failed."
 
     async def redrive(self, request: Request) -> Response:
@@ -165,7 +166,7 @@ class Dashboard:
         if ids:
             if len(ids) > 1000:
                 raise InvalidInput("select at most 1,000 dead letters at once")
-            done = self.engine.redrive(ids)
+            done = self.engine.redrive([_known(i, "run") for i in ids])
             return f"Redrove {_plural(len(done), 'dead letter')}." if len(done) != 1 else f"Redrove run {done[0]}."
         if form.get("all") == ["1"]:
             function = (form.get("function") or [""])[0].strip() or None
@@ -194,7 +195,7 @@ class Dashboard:
         to = safe_next((form.get("back") or [back])[0])
         try:
             message = await asyncio.to_thread(act, form)
-        except (InvalidInput, InvalidState, NotFound) as exc:
+        except (InvalidInput, InvalidState) as exc:
             return _redirect(to, ("error", str(exc)))
         except ConveyorError as exc:
             return self._error(request, session, _refusal(exc))
@@ -336,6 +337,13 @@ class Dashboard:
 
 
 # ---- helpers ---------------------------------------------------------------------------------------
+
+
+def _known(ident: str, what: str) -> str:
+    """``ident`` if a run or event could have it; otherwise the 404 it is."""
+    if params.ident(ident) is None:
+        raise NotFound(f"no {what} with this id")
+    return ident
 
 
 def _refusal(exc: ConveyorError) -> Refused:
