@@ -91,3 +91,23 @@ def test_keys_are_checked_and_never_echoed() -> None:
     with pytest.raises(SignatureError) as bad:
         Verifier([KEY]).verify(sign(BODY, [OLD], request_id="r"), BODY)
     assert KEY not in str(bad.value) and OLD not in str(bad.value)
+
+
+def test_a_header_with_many_signatures_is_refused_before_any_hmac() -> None:
+    """Each v1 would cost a comparison against a MAC of the whole body: a signer holds one key
+    (two while rotating), so a header with more is refused as malformed."""
+    body = b'{"x": 1}'
+    good = sign(body, [KEY], request_id="r-many")
+    padded = good + "".join(f",v1={'0' * 64}" for _ in range(4))
+    with pytest.raises(SignatureError, match="more than 4"):
+        Verifier([KEY]).verify(padded, body)
+    rotated = sign(body, [KEY, "another-key-of-32-characters-xx"], request_id="r-two")
+    assert Verifier([KEY]).verify(rotated, body).request_id == "r-two"
+
+
+def test_a_body_nested_too_deeply_is_invalid_input_not_a_crash() -> None:
+    from conveyor.errors import InvalidInput
+    from conveyor.push.protocol import decode
+
+    with pytest.raises(InvalidInput, match="nested too deeply"):
+        decode(b'{"v": 1, "x": ' + b"[" * 100_000 + b"]" * 100_000 + b"}")

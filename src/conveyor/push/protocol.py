@@ -224,6 +224,8 @@ def _load(body: bytes) -> dict[str, Any]:
         doc = json.loads(body)
     except (ValueError, UnicodeDecodeError):
         raise _fail("the body is not JSON") from None
+    except RecursionError:
+        raise _fail("the body is nested too deeply") from None
     doc = _obj(doc, "the body")
     if doc.get("v") != VERSION:
         raise _fail(f"unsupported version {doc.get('v')!r} (this side speaks {VERSION})")

@@ -57,6 +57,9 @@ def check_keys(keys: Sequence[str | None], what: str = "signing key") -> tuple[s
     return out
 
 
+MAX_SIGNATURES = 4  # v1 values in one header
+
+
 def _mac(key: str, timestamp: int, request_id: str, body: bytes) -> str:
     mac = hmac.new(key.encode(), f"{timestamp}.{request_id}.".encode(), hashlib.sha256)
     mac.update(body)
@@ -89,6 +92,8 @@ def parse(header: str) -> tuple[int, str, list[str]]:
             macs.append(value)
     if t is None or request_id is None or not macs:
         raise SignatureError(f"malformed {HEADER} header: expected t=<seconds>,id=<request id>,v1=<hmac>")
+    if len(macs) > MAX_SIGNATURES:  # each costs a comparison; a signer holds one key, two while rotating
+        raise SignatureError(f"malformed {HEADER} header: more than {MAX_SIGNATURES} v1 signatures")
     return t, request_id, macs
 
 
@@ -143,7 +148,9 @@ class Verifier:
         t, rid, macs = parse(header)
         if abs(self.clock() - t) > self.tolerance:
             raise SignatureError(f"the signature is stale: its timestamp is over {self.tolerance:.0f}s from now")
-        if not any(hmac.compare_digest(mac, _mac(key, t, rid, body)) for key in self._keys for mac in macs):
+        # one HMAC of the body per key we hold (not per key and signature: the body may be large)
+        expected = [_mac(key, t, rid, body) for key in self._keys]
+        if not any(hmac.compare_digest(mac, want) for want in expected for mac in macs):
             raise SignatureError("the signature does not match (wrong key, or the body was altered)")
         if request_id is not None and rid != request_id:
             raise SignatureError("the signature is for another request")

@@ -218,7 +218,8 @@ class AsgiEndpoint:
         if body is None:
             return _error(413, "too_large", f"the body is over {self.endpoint.max_body} bytes")
         signature = next((v.decode("latin-1") for k, v in scope["headers"] if k == b"conveyor-signature"), None)
-        opened = self.endpoint.open(signature, body)
+        # verifying and decoding a large body must not hold up the event loop
+        opened = await asyncio.to_thread(self.endpoint.open, signature, body)
         if not isinstance(opened, Opened):
             return opened
         try:

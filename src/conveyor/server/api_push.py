@@ -139,8 +139,12 @@ def _verifier(request: Request, st: State) -> Verifier:
 @router.post("/api/v1/push/view", responses=schemas.errors(400, 401, 404, 422), include_in_schema=False)
 async def push_view(request: Request, st: StateDep) -> Response:
     body = await request.body()
-    request_id = _verifier(request, st).verify(request.headers.get(HEADER), body).request_id
-    doc = protocol.decode(body)
+    verifier = _verifier(request, st)
+
+    def check() -> tuple[str, dict[str, Any]]:  # off the event loop: the body may be large
+        return verifier.verify(request.headers.get(HEADER), body).request_id, protocol.decode(body)
+
+    request_id, doc = await asyncio.to_thread(check)
     answer = await asyncio.to_thread(_read, st, doc)
     out = protocol.encode(answer)
     headers = {HEADER: sign(out, st.config.signing_keys, request_id=request_id)}
