@@ -85,3 +85,24 @@ def test_bad_retries_option_is_refused(app) -> None:
         @app.function(on="bad.opts", retries=-1)
         def negative(ctx):
             return None
+
+
+def test_a_step_output_nested_too_deeply_fails_the_step_clearly(app) -> None:
+    @app.function(on="deep.output", retries=3)
+    def deep(ctx):
+        def build() -> list:
+            value: list = []
+            for _ in range(150):
+                value = [value]
+            return value
+
+        return ctx.step.run("build", build)
+
+    event_id = app.send("deep.output")
+    app.drain(timeout=20)
+    [run] = app.runs_for_event(event_id)
+    run = app.get_run(run.id)
+    assert run.status == "failed"
+    [step] = run.steps
+    assert step.status == "failed" and step.attempts == 1  # not retried: it would fail again
+    assert "more than 100 levels" in step.error["message"]

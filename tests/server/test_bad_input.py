@@ -52,6 +52,9 @@ BAD_BODIES = [
     ("nan-is-not-json", b'{"name": "user.signup", "data": {"k": NaN}}', (400, 422), ("invalid_json", "invalid_input")),
     ("nested-too-deeply", b'{"name": "user.signup", "data": {"a": ' + b"[" * 100_000 + b"]" * 100_000 + b"}}",
      400, "invalid_json"),
+    # deeper than any API answer could serve back (the encoders and response models recurse)
+    ("data-nested-101-levels", b'{"name": "user.signup", "data": {"a": ' + b"[" * 100 + b"]" * 100 + b"}}", 422,
+     "invalid_input"),
     ("infinite-number", b'{"name": "user.signup", "data": {"k": 1e999}}', (400, 422),
      ("invalid_json", "invalid_input")),
     ("lone-surrogate", b'{"name": "user.signup", "data": {"k": "\\ud800"}}', (400, 422),

@@ -204,3 +204,27 @@ def test_backoff_is_capped_and_jittered() -> None:
     delays = [retry_delay(ValueError(), 10, 20, Backoff(base=1, cap=8, jitter=0.5), rnd) for _ in range(200)]
     assert all(d is not None and 4.0 <= d <= 8.0 for d in delays)
     assert len({round(d, 6) for d in delays if d is not None}) > 100
+
+
+def test_payloads_may_nest_100_levels_and_no_more() -> None:
+    from conveyor.errors import SerializationError
+    from conveyor.executor import codec
+
+    deep_ok = [[[["x"]]]]
+    for _ in range(96):
+        deep_ok = [deep_ok]
+    assert codec.dumps(deep_ok).count("[") == 100
+    with pytest.raises(SerializationError, match="more than 100 levels"):
+        codec.dumps([deep_ok])
+    assert codec.dumps({"a": deep_ok[0]}).count("[") == 99  # an object around 99 lists: 100 levels
+    with pytest.raises(SerializationError, match="more than 100 levels"):
+        codec.dumps({"a": deep_ok})  # an object around 100 lists: 101
+    alternating: object = "x"
+    for level in range(101):
+        alternating = {"k": alternating} if level % 2 else [alternating]
+    with pytest.raises(SerializationError, match="more than 100 levels"):
+        codec.dumps(alternating)
+    # brackets inside strings are not nesting; wide data is not deep
+    assert codec.loads(codec.dumps({"s": "[{" * 500, "t": "\\"})) == {"s": "[{" * 500, "t": "\\"}
+    wide = [{"k": i, "v": [i, {"w": [i]}]} for i in range(5000)]
+    assert codec.loads(codec.dumps(wide)) == wide
