@@ -3,8 +3,8 @@ page must show. The database comes from ``$CONVEYOR_DATABASE_URL``; ``$DEMO_FLAG
 event's ``data.flag``) names the file whose existence lets ``sync-inventory`` succeed (until
 then it is a dead letter).
 
-* ``process-order`` (``order.placed``): four steps, a durable sleep and ``ctx.log`` lines;
-  completes.
+* ``process-order`` (``order.placed``): four steps, a durable sleep, a step that succeeds on
+  its second attempt, and ``ctx.log`` lines; completes.
 * ``render-report`` (``report.requested``): its second step raises; the run fails.
 * ``score-batch`` (``batch.requested``): a parent that maps ``score-item`` over
   ``data.n`` items; items divisible by 5 fail, so the parent shows failed children (it
@@ -40,7 +40,12 @@ async def process_order(ctx: Context) -> dict[str, Any]:
     amount = await ctx.step.run("price-order", price, order["items"])
     ctx.log.info("priced at %s %s", amount["subtotal"] + amount["tax"], amount["currency"])
     await ctx.step.sleep("wait-for-settlement", timedelta(milliseconds=400))
-    receipt = await ctx.step.run("send-receipt", lambda: f"receipt-{order['order_id']}")
+    def send_receipt() -> str:
+        if ctx.attempt == 0:  # the mail server refuses the first try: the step is retried
+            raise RuntimeError("SMTP 451: try again later")
+        return f"receipt-{order['order_id']}"
+
+    receipt = await ctx.step.run("send-receipt", send_receipt)
     ctx.log.warning("receipt %s sent without a tracking number", receipt)
     return {"order_id": order["order_id"], "items": checked["items"], "charged": amount, "receipt": receipt}
 

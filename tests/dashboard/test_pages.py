@@ -102,9 +102,11 @@ def test_a_completed_run_shows_its_timeline_logs_input_and_output(demo: Demo) ->
     assert steps == ["validate-order", "price-order", "wait-for-settlement", "send-receipt"]
     page = text_of(html)
     assert "sleep wait-for-settlement" in page  # the step's kind
+    assert html.count('title="2 attempts"') == 1  # send-receipt succeeded on its second attempt
     assert page.count("completed") >= 5  # the run and its four steps
     for line in ("processing order A-1001 for ada@example.com", "priced at 51.6 EUR",
-                 "receipt receipt-A-1001 sent without a tracking number"):
+                 "receipt receipt-A-1001 sent without a tracking number",
+                 "attempt 1 of step 'send-receipt' failed (RuntimeError: SMTP 451: try again later)"):
         assert line in page
     assert "WARNING" in page and "INFO" in page
     assert '"receipt": "receipt-A-1001"' in html.replace("&#34;", '"')  # the output, pretty JSON
