@@ -184,6 +184,9 @@ def test_replay_failed_run_continues_same_run(app, tally) -> None:
     assert after.output == {"value": 101}
     assert tally["prepare"] == 1
     assert [r.id for r in app.runs_for_event(event_id)] == [run.id]
+    with pytest.raises(conveyor.InvalidState, match="only failed, cancelled runs"):
+        app.replay_run(run.id)  # completed: nothing failed to re-run (the HTTP API says the same)
+    assert app.get_run(run.id).status == "completed"
 
 
 def test_failure_after_redrive_calls_on_failure_again(app, tally) -> None:

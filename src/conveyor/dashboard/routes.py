@@ -154,7 +154,7 @@ class Dashboard:
         return await self._act(request, lambda form: self._replay(run_id), f"/runs/{quote(run_id, safe='')}")
 
     def _replay(self, run_id: str) -> str:
-        self.engine.requeue(_known(run_id, "run"), ("failed", "cancelled"))
+        self.engine.replay(_known(run_id, "run"))
         return f"Run {run_id} is queued again; it continues from the step that failed."
 
     async def redrive(self, request: Request) -> Response:

@@ -35,6 +35,7 @@ from conveyor.storage.blobs import BlobStore
 from conveyor.types import Backoff, Progress, Run, RunStatus, StepRecord, utc_from_ts
 
 RESERVED_PREFIX = "conveyor/"
+REPLAYABLE = ("failed", "cancelled")  # the runs replay_run sends back to the queue
 WORKER_BEAT = 10.0  # seconds between a worker's "alive" beats
 WORKER_TTL = 3 * WORKER_BEAT + 5  # a worker not heard from for this long is taken for gone
 RUN_STATUSES = frozenset(s.value for s in RunStatus)
@@ -297,7 +298,12 @@ class Engine:
             raise NotFound(f"no run with id {run_id!r}")
         raise InvalidState(f"run {run_id} has already ended ({row.status}); nothing to cancel")
 
-    def requeue(self, run_id: str, from_statuses: Sequence[str]) -> None:
+    def replay(self, run_id: str) -> None:
+        """Send a failed or cancelled run back to the queue; it continues from the step where it
+        stopped, with its finished steps kept (the same run id). The one rule for every caller."""
+        self._requeue(run_id, REPLAYABLE)
+
+    def _requeue(self, run_id: str, from_statuses: Sequence[str]) -> None:
         self.ready()
         if self.storage.run_requeue(run_id, from_statuses):
             self.storage.notify()

@@ -280,11 +280,12 @@ class Conveyor(ServesPush):
         self._engine().cancel(run_id)
 
     def replay_run(self, run_id: str) -> None:
-        """Re-run an ended run from its failed step, keeping its memoized steps (same run id)."""
+        """Re-run a failed or cancelled run from the step where it stopped, keeping its memoized
+        steps (same run id); any other run is an ``InvalidState``, as over HTTP."""
         if self._producer is not None:
             self._producer.replay_run(run_id)
             return
-        self._engine().requeue(run_id, ("failed", "cancelled", "completed"))
+        self._engine().replay(run_id)
 
     def dead_letters(self, limit: int = 100) -> list[Run]:
         """Runs that failed for good, newest first (over HTTP: summaries, without steps)."""

@@ -78,7 +78,7 @@ async def cancel_run(run_id: str, st: StateDep) -> dict[str, Any]:
              summary="Re-run a failed or cancelled run from where it stopped, keeping finished steps")
 async def replay_run(run_id: str, st: StateDep) -> dict[str, Any]:
     def act() -> dict[str, Any]:
-        st.engine.requeue(run_id, ("failed", "cancelled"))
+        st.engine.replay(run_id)
         return views.run_summary(st.engine.get_run(run_id))
 
     return await asyncio.to_thread(act)
