@@ -435,16 +435,17 @@ class Invocation:
 class _StepScope:
     """A traced step's span, made current for the step and known to the invocation meanwhile."""
 
-    __slots__ = ("_inv", "_span")
+    __slots__ = ("_inv", "_outer", "_span")
 
     def __init__(self, invocation: Invocation, span: tracing.NoSpan) -> None:
         self._inv = invocation
         self._span = span
+        self._outer: tracing.NoSpan | None = None
 
     def __enter__(self) -> tracing.NoSpan:
-        self._inv._step_span = self._span
+        self._outer, self._inv._step_span = self._inv._step_span, self._span
         return self._span.__enter__()
 
     def __exit__(self, typ: type[BaseException] | None, exc: BaseException | None, tb: Any) -> None:
-        self._inv._step_span = None
+        self._inv._step_span = self._outer
         self._span.__exit__(typ, exc, tb)

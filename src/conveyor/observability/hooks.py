@@ -139,7 +139,7 @@ class DeliveryFailed(HookEvent):
     run_id: str
     pool: str
     url: str
-    reason: str  # connection, timeout, http_status, signature, malformed, endpoint_error, crashed
+    reason: str  # timeout, connection, http_status, signature, malformed, endpoint_error, prepare, crashed
     message: str
 
 
