@@ -76,7 +76,9 @@ def test_list_runs_in_a_time_window(server, conveyor_app) -> None:
         assert [r["event_id"] for r in before] == [old], extra
     unix = get_json(client, "/api/v1/runs", since=str(middle.timestamp()))["runs"]
     assert [r["event_id"] for r in unix] == [new]
-    for bad in ("yesterday", "2026-13-45", "1e400"):
+    future = get_json(client, "/api/v1/runs", since="30000000000")["runs"]  # year 2920: seconds, not milliseconds
+    assert future == []
+    for bad in ("yesterday", "2026-13-45", "1e400", "nan", "-5", "inf"):
         assert_error(client.get("/api/v1/runs", params={"since": bad}), 400)
 
 
@@ -295,6 +297,24 @@ def test_redrive_with_a_rate_is_done_in_the_background(server, conveyor_app) -> 
     assert resp.json()["scheduled"] == 3, describe(resp)
     wait_until(lambda: {conveyor_app.app.get_run(r).status for r in run_ids} == {"queued"}, timeout=20,
                message="every dead letter redriven by the background redrive")
+
+
+def test_redrive_all_of_many_answers_after_the_first_thousand(server, conveyor_app) -> None:
+    """Redriving every dead letter does not hold the request for all of them: 1,000 are redriven
+    before the answer, the rest right after it, in the background."""
+    client = server.client()
+    for start in (0, 1000):
+        batch = [{"name": "job.flaky", "id": f"many-{i}"} for i in range(start, min(start + 1000, 1050))]
+        assert_accepted(client.post("/api/v1/events", json=batch), len(batch))
+    conveyor_app.app.drain(timeout=120)
+    assert conveyor_app.app._engine().count_runs("failed") == 1050
+    resp = client.post("/api/v1/dead-letters/redrive")
+    assert resp.status_code == 202, describe(resp)
+    answer = resp.json()
+    assert (answer["redriven"], answer["scheduled"], len(answer["run_ids"])) == (1000, 50, 1050)
+    wait_until(lambda: conveyor_app.app._engine().count_runs("queued") == 1050, timeout=60,
+               message="the 50 scheduled dead letters redriven in the background")
+    assert conveyor_app.app._engine().count_runs("failed") == 0
 
 
 def test_redrive_with_a_rate_checks_every_id_first(server, conveyor_app) -> None:

@@ -13,6 +13,7 @@ from starlette.responses import JSONResponse
 from conveyor.errors import InvalidInput
 from conveyor.server import schemas, views
 from conveyor.server.auth import api_token
+from conveyor.server.errors import ApiError
 from conveyor.server.state import State, state
 from conveyor.storage.base import RunFilter
 from conveyor.types import ts_from_datetime
@@ -23,12 +24,28 @@ StateDep = Annotated[State, Depends(state)]
 Limit = Annotated[int, Query(ge=1, le=500, description="page size")]
 Cursor = Annotated[str | None, Query(max_length=300, description="the 'next' value of the previous page")]
 Id = Annotated[str | None, Query(max_length=300)]
-When = Annotated[datetime | None, Query(description="ISO 8601 (UTC unless it names an offset) or Unix seconds; "
-                                        "since: created at or after, until: created before")]
+When = Annotated[str | None, Query(max_length=64, description="ISO 8601 (UTC unless it names an offset) or Unix "
+                                   "seconds; since: created at or after, until: created before")]
+LATEST = 253402300799.0  # 9999-12-31T23:59:59Z
 
 
-def _ts(when: datetime | None) -> float | None:
-    return None if when is None else ts_from_datetime(when)
+def _ts(name: str, text: str | None) -> float | None:
+    """A time parameter as Unix seconds: a number is seconds (never milliseconds), anything else
+    ISO 8601; a bad one is a 400 that says which parameter and what it takes."""
+    if text is None:
+        return None
+    try:
+        seconds = float(text)
+    except ValueError:
+        try:
+            return ts_from_datetime(datetime.fromisoformat(text))
+        except ValueError:
+            pass
+    else:
+        if 0 <= seconds <= LATEST:
+            return seconds
+    raise ApiError(400, "invalid_input", f"{name} must be an ISO 8601 time (2026-12-01T08:00:00Z) or Unix seconds "
+                   "between 0 and year 9999")
 
 
 def _page(runs: list[Any], limit: int) -> str | None:
@@ -42,7 +59,7 @@ async def list_runs(
     limit: Limit = 50, cursor: Cursor = None, since: When = None, until: When = None,
 ) -> dict[str, Any]:
     flt = RunFilter(function=function, status=status, event_id=event_id, parent_id=parent_id,
-                    before=cursor, limit=limit, since=_ts(since), until=_ts(until))
+                    before=cursor, limit=limit, since=_ts("since", since), until=_ts("until", until))
     runs = await asyncio.to_thread(st.engine.list_runs, flt, with_steps=False)
     return {"runs": [views.run_summary(r) for r in runs], "next": _page(runs, limit)}
 
@@ -97,34 +114,50 @@ async def dead_letters(st: StateDep, function: Id = None, limit: Limit = 50, cur
     responses=schemas.errors(400, 401, 404, 409, 422),
     tags=["dead letters"], summary="Send dead letters back to the queue",
     description="All of them (no body), the given run_ids, or every dead letter of one function; runs continue "
-    "from their failed step. With a rate, they are redriven in the background at that many per second.",
+    "from their failed step. Without a rate, up to 1,000 are redriven before the answer and any more right after "
+    "it, in the background; with a rate, all in the background at that many per second. Background redrives "
+    "belong to this server process: a restart stops them (redrive again: runs already redriven are skipped).",
 )
 async def redrive(st: StateDep, body: Annotated[schemas.RedriveIn | None, Body()] = None) -> JSONResponse:
     body = body or schemas.RedriveIn()
     engine = st.engine
     if body.run_ids is not None and body.function is not None:
         raise InvalidInput("give run_ids or function, not both")
-    if body.rate is None:
-        if body.run_ids is not None:
-            done = await asyncio.to_thread(engine.redrive, body.run_ids)
-        else:
-            ids = await asyncio.to_thread(engine.dead_letter_ids, body.function)
-            done = await asyncio.to_thread(engine.redrive_any, ids)
-        return JSONResponse({"redriven": len(done), "scheduled": 0, "run_ids": done}, status_code=202)
+    if body.rate is None and body.run_ids is not None:
+        done = await asyncio.to_thread(engine.redrive, body.run_ids)  # at most 10,000 (RedriveIn)
+        return _redrive_answer(done, [])
     if body.run_ids is not None:
         await asyncio.to_thread(engine.check_dead_letters, body.run_ids)
     ids = body.run_ids if body.run_ids is not None else await asyncio.to_thread(engine.dead_letter_ids, body.function)
-    task = asyncio.create_task(_redrive_at(st, list(ids), body.rate))
-    st.background.add(task)
-    task.add_done_callback(st.background.discard)
-    return JSONResponse({"redriven": 0, "scheduled": len(ids), "run_ids": list(ids)}, status_code=202)
+    done, later = [], list(ids)
+    if body.rate is None:  # the first ones now; a million would not fit in one request
+        done = await asyncio.to_thread(engine.redrive_any, later[:REDRIVE_NOW])
+        later = later[REDRIVE_NOW:]
+    if later:
+        task = asyncio.create_task(_redrive_at(st, later, body.rate))
+        st.background.add(task)
+        task.add_done_callback(st.background.discard)
+    return _redrive_answer(done, later)
 
 
-async def _redrive_at(st: State, ids: list[str], rate: float) -> None:
-    """Redrive ``ids`` at ``rate`` per second, in small slices; runs no longer failed are skipped."""
+REDRIVE_NOW = 1000  # dead letters redriven before the answer; the rest right after, in the background
+LISTED = 10_000  # run ids an answer lists at most (the counts are exact)
+
+
+def _redrive_answer(done: list[str], later: list[str]) -> JSONResponse:
+    listed = (done + later)[:LISTED]
+    return JSONResponse({"redriven": len(done), "scheduled": len(later), "run_ids": listed}, status_code=202)
+
+
+async def _redrive_at(st: State, ids: list[str], rate: float | None) -> None:
+    """Redrive ``ids`` at ``rate`` per second (None: as fast as the database takes them), in
+    slices; runs no longer failed are skipped."""
     loop = asyncio.get_running_loop()
     start = loop.time()
-    chunk = max(1, min(500, int(rate / 10) or 1))
+    if rate is None:
+        rate, chunk = float("inf"), 500
+    else:
+        chunk = max(1, min(500, int(rate / 10) or 1))
     done = 0
     try:
         for i in range(0, len(ids), chunk):
@@ -135,4 +168,5 @@ async def _redrive_at(st: State, ids: list[str], rate: float) -> None:
     except Exception:
         log.exception("redriving dead letters stopped after %d of %d", done, len(ids))
     else:
-        log.info("redrove %d of %d dead letters at %.3g/s", done, len(ids), rate)
+        pace = "" if rate == float("inf") else f" at {rate:.3g}/s"
+        log.info("redrove %d of %d dead letters%s", done, len(ids), pace)

@@ -145,9 +145,9 @@ class RedriveIn(BaseModel):
 
 
 class RedriveOut(BaseModel):
-    redriven: int = Field(description="dead letters sent back to the queue now")
-    scheduled: int = Field(description="dead letters that will be redriven at the given rate")
-    run_ids: list[str] = Field(description="the runs redriven now, or scheduled to be")
+    redriven: int = Field(description="dead letters sent back to the queue before this answer")
+    scheduled: int = Field(description="dead letters being redriven in the background (at the rate, if given)")
+    run_ids: list[str] = Field(description="the runs redriven now, then those scheduled (the first 10,000)")
 
 
 class Health(BaseModel):
