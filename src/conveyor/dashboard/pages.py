@@ -29,7 +29,7 @@ STATS_TTL = 10.0
 #: Windows of the functions page, in seconds: the last hour and the last day.
 STATS_WINDOWS = {"hour": 3600.0, "day": 86400.0}
 MAX_STEPS_SHOWN = 1000  # a run's timeline; more is a loop gone wrong, and the page says so
-FAILED_CHILDREN_SHOWN = 20
+FAILED_CHILDREN_SHOWN = 12
 RUNS_PER_EVENT = 10
 
 T = TypeVar("T")

@@ -116,7 +116,11 @@
   }
 
   function start() {
-    if (!live || live.getAttribute("data-live") === "off" || timer) return;
+    if (!live || live.getAttribute("data-live") === "off") {
+      if (state) state.hidden = true;  // nothing on this page changes by itself
+      return;
+    }
+    if (timer) return;
     timer = window.setInterval(refresh, REFRESH_MS);
     setState("live", "Live");
   }
