@@ -158,7 +158,8 @@ def worker(base: Path, n: int, repeat: int, tmp: Path) -> None:
     for label, rounds in results.items():
         cpu = statistics.median(c for c, _ in rounds)
         wall = statistics.median(w for _, w in rounds)
-        print(f"  {label:<22} {1e6 * cpu / n:6.1f} us CPU per run   {n / wall:7,.0f} runs/s wall")
+        each = " ".join(f"{1e6 * c / n:.0f}" for c, _ in rounds)
+        print(f"  {label:<22} {1e6 * cpu / n:6.1f} us CPU per run   {n / wall:7,.0f} runs/s wall   (rounds: {each})")
 
 
 def main() -> None:

@@ -45,6 +45,31 @@ def test_handlers_subscribe_by_name_or_class_and_unsubscribe() -> None:
     assert not hooks.active
 
 
+def test_batch_handlers_get_the_events_of_one_emission_together() -> None:
+    hooks = Hooks()
+    batches: list[list[str]] = []
+    singles: list[str] = []
+    hooks.subscribe_batch(RunCompleted, lambda events: batches.append([e.run_id for e in events]))
+    hooks.subscribe("run.completed", lambda e: singles.append(e.run_id))
+    hooks.emit_many([RunCompleted("f", "r1"), RunCompleted("g", "r2")])
+    hooks.emit(RunCompleted("f", "r3"))
+    hooks.emit_many([])
+    assert batches == [["r1", "r2"], ["r3"]]
+    assert singles == ["r1", "r2", "r3"]
+
+
+def test_the_engine_emits_a_commit_as_one_batch_per_kind(app: Any) -> None:
+    @app.function(on="go")
+    def quick(ctx: conveyor.Context) -> None:
+        ctx.step.run("only", lambda: None)
+
+    batches: list[int] = []
+    app.hooks.subscribe_batch(RunCompleted, lambda events: batches.append(len(events)))
+    app.send_many([conveyor.Event(name="go") for _ in range(5)])
+    app.drain(timeout=30)  # drain commits the outcomes of what it claimed together
+    assert sum(batches) == 5 and max(batches) > 1
+
+
 def test_the_catalog_names_its_events() -> None:
     assert set(CATALOG) == {"run.started", "run.completed", "run.failed", "run.suspended", "step.completed",
                             "step.failed", "step.retrying", "event.accepted", "event.rejected", "delivery.failed"}

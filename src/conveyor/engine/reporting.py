@@ -31,14 +31,8 @@ log = logging.getLogger("conveyor.engine")
 
 def report_claims(hooks: Hooks, jobs: Sequence[ClaimedJob]) -> None:
     """``run.started`` for the runs claimed for the first time."""
-    handlers = hooks.handlers(RunStarted)
-    if not handlers:
-        return
-    for job in jobs:
-        if job.first:
-            event = RunStarted(job.function_id, job.run_id, job.pool)
-            for handler in handlers:
-                hooks.call(handler, event)
+    if hooks.wants(RunStarted):
+        hooks.emit_many([RunStarted(job.function_id, job.run_id, job.pool) for job in jobs if job.first])
 
 
 def report_commit(hooks: Hooks, results: Sequence[JobResult], accepted: Sequence[bool]) -> None:
@@ -52,43 +46,44 @@ def report_commit(hooks: Hooks, results: Sequence[JobResult], accepted: Sequence
 
 
 def _emit(hooks: Hooks, results: Sequence[JobResult], accepted: Sequence[bool]) -> None:
-    on_step_done, on_step_failed, on_retry = (
-        hooks.handlers(StepCompleted), hooks.handlers(StepFailed), hooks.handlers(StepRetrying))
-    on_completed, on_failed, on_suspended = (
-        hooks.handlers(RunCompleted), hooks.handlers(RunFailed), hooks.handlers(RunSuspended))
-    call = hooks.call
+    """Every event of the batch, built only if someone listens, emitted together by kind."""
+    wants = hooks.wants
+    step_done: list[HookEvent] | None = [] if wants(StepCompleted) else None
+    step_failed: list[HookEvent] | None = [] if wants(StepFailed) else None
+    retrying: list[HookEvent] | None = [] if wants(StepRetrying) else None
+    completed: list[HookEvent] | None = [] if wants(RunCompleted) else None
+    failed: list[HookEvent] | None = [] if wants(RunFailed) else None
+    suspended: list[HookEvent] | None = [] if wants(RunSuspended) else None
     for res, ok in zip(results, accepted, strict=True):
         if not ok:
             continue
         fid, run_id = res.function_id, res.run_id
         for w in res.steps:
-            if w.status == "completed" and on_step_done:
-                done = StepCompleted(fid, run_id, w.id, w.kind, w.attempts, _duration(w.started_at, w.ended_at))
-                for handler in on_step_done:
-                    call(handler, done)
-            elif w.status == "failed" and on_step_failed:
-                failed = StepFailed(fid, run_id, w.id, w.kind, w.attempts, _duration(w.started_at, w.ended_at),
-                                    _error_type(w.error))
-                for handler in on_step_failed:
-                    call(handler, failed)
-            elif w.status == "retrying" and on_retry:
-                retry = StepRetrying(fid, run_id, w.id, max(0, w.attempts - 1), _error_type(w.error), w.wake_at)
-                for handler in on_retry:
-                    call(handler, retry)
+            if w.status == "completed":
+                if step_done is not None:
+                    step_done.append(StepCompleted(fid, run_id, w.id, w.kind, w.attempts,
+                                                   _duration(w.started_at, w.ended_at)))
+            elif w.status == "failed":
+                if step_failed is not None:
+                    step_failed.append(StepFailed(fid, run_id, w.id, w.kind, w.attempts,
+                                                  _duration(w.started_at, w.ended_at), _error_type(w.error)))
+            elif w.status == "retrying" and retrying is not None:
+                retrying.append(StepRetrying(fid, run_id, w.id, max(0, w.attempts - 1), _error_type(w.error),
+                                             w.wake_at))
         out = res.outcome
-        event: HookEvent | None = None
         if isinstance(out, Completed):
-            if on_completed:
-                event = RunCompleted(fid, run_id)
+            if completed is not None:
+                completed.append(RunCompleted(fid, run_id))
         elif isinstance(out, Failed):
-            if on_failed:
+            if failed is not None:
                 error = out.error
-                event = RunFailed(fid, run_id, error.get("step_id"), _error_type(error), str(error.get("message", "")))
-        elif isinstance(out, Suspended) and on_suspended:
-            event = RunSuspended(fid, run_id, out.reason, out.run_at)
-        if event is not None:
-            for handler in hooks.handlers(type(event)):
-                call(handler, event)
+                failed.append(RunFailed(fid, run_id, error.get("step_id"), _error_type(error),
+                                        str(error.get("message", ""))))
+        elif isinstance(out, Suspended) and suspended is not None:
+            suspended.append(RunSuspended(fid, run_id, out.reason, out.run_at))
+    for events in (step_done, step_failed, retrying, completed, failed, suspended):
+        if events:
+            hooks.emit_many(events)
 
 
 def _log_failures(res: JobResult) -> None:

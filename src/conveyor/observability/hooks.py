@@ -30,14 +30,15 @@ arrive, not in an invocation, so they have no ``step.completed``.
 
 Handlers run in the emitting thread (a committer, a claimer, the server's event loop):
 they must be quick and must not block. One that raises is logged and skipped; it never
-breaks the emitter.
+breaks the emitter. A handler that aggregates (metrics) subscribes with
+:meth:`Hooks.subscribe_batch` and gets the events of one claim or commit in one call.
 """
 
 from __future__ import annotations
 
 import logging
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, ClassVar, TypeVar, overload
 
@@ -156,12 +157,15 @@ Handler = Callable[[Any], None]
 class Hooks:
     """Who listens to which event of the catalog. One per app (its engine emits into it).
 
-    Subscribing and unsubscribing copy the table (under a lock); emitting reads it
-    without one, so an emission point costs a lookup when nobody listens.
+    A handler takes one event (:meth:`subscribe`) or, to aggregate, every event of one
+    emission at once (:meth:`subscribe_batch`: the engine emits a commit's events together,
+    so a counter is incremented once per function per commit rather than once per run).
+    Subscribing copies the table under a lock; emitting reads it without one, so an
+    emission point costs a lookup when nobody listens.
     """
 
     def __init__(self) -> None:
-        self._handlers: dict[type[HookEvent], tuple[Handler, ...]] = {}
+        self._handlers: dict[type[HookEvent], tuple[tuple[Handler, bool], ...]] = {}
         self._lock = threading.Lock()
         self._warned: set[int] = set()
 
@@ -173,16 +177,28 @@ class Hooks:
     def subscribe(self, event: type[HookEvent] | str, handler: Handler) -> Callable[[], None]:
         """Call ``handler(event)`` on every emission of ``event`` (a catalog name or class);
         returns a function that unsubscribes it."""
-        cls = _resolve(event)
+        return self._add(_resolve(event), handler, batch=False)
+
+    @overload
+    def subscribe_batch(self, event: type[E], handler: Callable[[Sequence[E]], None]) -> Callable[[], None]: ...
+    @overload
+    def subscribe_batch(self, event: str, handler: Handler) -> Callable[[], None]: ...
+
+    def subscribe_batch(self, event: type[HookEvent] | str, handler: Handler) -> Callable[[], None]:
+        """Call ``handler(events)`` with the events of each emission (one or more, never none)."""
+        return self._add(_resolve(event), handler, batch=True)
+
+    def _add(self, cls: type[HookEvent], handler: Handler, *, batch: bool) -> Callable[[], None]:
+        entry = (handler, batch)
         with self._lock:
             table = dict(self._handlers)
-            table[cls] = (*table.get(cls, ()), handler)
+            table[cls] = (*table.get(cls, ()), entry)
             self._handlers = table
 
         def unsubscribe() -> None:
             with self._lock:
                 table = dict(self._handlers)
-                rest = tuple(h for h in table.get(cls, ()) if h is not handler)
+                rest = tuple(e for e in table.get(cls, ()) if e is not entry)
                 if rest:
                     table[cls] = rest
                 else:
@@ -199,22 +215,29 @@ class Hooks:
     def wants(self, event: type[HookEvent]) -> bool:
         return event in self._handlers
 
-    def handlers(self, event: type[HookEvent]) -> tuple[Handler, ...]:
-        """The handlers of ``event`` now (an emitter of many events fetches them once)."""
-        return self._handlers.get(event, ())
-
     def emit(self, event: HookEvent) -> None:
-        for handler in self._handlers.get(type(event), ()):
-            self.call(handler, event)
+        for handler, batch in self._handlers.get(type(event), ()):
+            self._call(handler, [event] if batch else event, event.name)
 
-    def call(self, handler: Handler, event: HookEvent) -> None:
+    def emit_many(self, events: Sequence[HookEvent]) -> None:
+        """Emit events of one kind together: batch handlers get them in one call."""
+        if not events:
+            return
+        for handler, batch in self._handlers.get(type(events[0]), ()):
+            if batch:
+                self._call(handler, events, events[0].name)
+            else:
+                for event in events:
+                    self._call(handler, event, event.name)
+
+    def _call(self, handler: Handler, arg: Any, name: str) -> None:
         """Run one handler; an error in it is logged (in full the first time) and swallowed."""
         try:
-            handler(event)
+            handler(arg)
         except Exception:
             first = id(handler) not in self._warned
             self._warned.add(id(handler))
-            log.warning("a handler of %s failed: %r", event.name, handler, exc_info=first)
+            log.warning("a handler of %s failed: %r", name, handler, exc_info=first)
 
 
 def _resolve(event: type[HookEvent] | str) -> type[HookEvent]:

@@ -20,7 +20,7 @@ import logging
 import threading
 import time
 import weakref
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 
 from prometheus_client import CollectorRegistry, Counter, Histogram, ProcessCollector, generate_latest
@@ -42,6 +42,7 @@ from conveyor.observability.hooks import (
 )
 
 log = logging.getLogger(__name__)
+_OfFunction = RunStarted | RunCompleted | RunFailed | StepRetrying
 
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 #: Step durations go from a millisecond to hours (a step may run long; it is leased, not timed out).
@@ -108,13 +109,13 @@ class Metrics:
 
     def attach(self, hooks: Hooks) -> Callable[[], None]:
         """Subscribe to ``hooks``; returns a function that unsubscribes."""
-        undo = [
-            hooks.subscribe(RunStarted, self._run_started),
-            hooks.subscribe(RunCompleted, self._run_completed),
-            hooks.subscribe(RunFailed, self._run_failed),
-            hooks.subscribe(StepCompleted, self._step_ended),
-            hooks.subscribe(StepFailed, self._step_ended),
-            hooks.subscribe(StepRetrying, self._step_retrying),
+        undo = [  # batches: one increment per function per claim or commit
+            hooks.subscribe_batch(RunStarted, self._runs_started),
+            hooks.subscribe_batch(RunCompleted, self._runs_completed),
+            hooks.subscribe_batch(RunFailed, self._runs_failed),
+            hooks.subscribe_batch(StepCompleted, self._steps_ended),
+            hooks.subscribe_batch(StepFailed, self._steps_ended),
+            hooks.subscribe_batch(StepRetrying, self._steps_retrying),
             hooks.subscribe(EventsAccepted, self._events_accepted),
             hooks.subscribe(EventsRejected, self._events_rejected),
             hooks.subscribe(DeliveryFailed, self._delivery_failed),
@@ -143,26 +144,28 @@ class Metrics:
 
     # ---- handlers (the emitter's thread; quick) ----------------------------------------------
 
-    def _run_started(self, ev: RunStarted) -> None:
-        _child(self._started, self.runs_started, ev.function).inc()
+    def _runs_started(self, events: Sequence[RunStarted]) -> None:
+        _count(self._started, self.runs_started, events)
 
-    def _run_completed(self, ev: RunCompleted) -> None:
-        _child(self._completed, self.runs_completed, ev.function).inc()
+    def _runs_completed(self, events: Sequence[RunCompleted]) -> None:
+        _count(self._completed, self.runs_completed, events)
 
-    def _run_failed(self, ev: RunFailed) -> None:
-        _child(self._failed, self.runs_failed, ev.function).inc()
+    def _runs_failed(self, events: Sequence[RunFailed]) -> None:
+        _count(self._failed, self.runs_failed, events)
 
-    def _step_ended(self, ev: StepCompleted | StepFailed) -> None:
-        if ev.duration is None:
-            return
-        key = (ev.function, ev.kind)
-        hist = self._durations.get(key)
-        if hist is None:
-            hist = self._durations[key] = self.step_duration.labels(*key)
-        hist.observe(max(0.0, ev.duration))
+    def _steps_retrying(self, events: Sequence[StepRetrying]) -> None:
+        _count(self._retries, self.step_retries, events)
 
-    def _step_retrying(self, ev: StepRetrying) -> None:
-        _child(self._retries, self.step_retries, ev.function).inc()
+    def _steps_ended(self, events: Sequence[StepCompleted | StepFailed]) -> None:
+        durations = self._durations
+        for ev in events:
+            if ev.duration is None:
+                continue
+            key = (ev.function, ev.kind)
+            hist = durations.get(key)
+            if hist is None:
+                hist = durations[key] = self.step_duration.labels(*key)
+            hist.observe(max(0.0, ev.duration))
 
     def _events_accepted(self, ev: EventsAccepted) -> None:
         self.events_accepted.inc(ev.count)
@@ -174,11 +177,16 @@ class Metrics:
         self.delivery_errors.labels(ev.pool, ev.reason).inc()
 
 
-def _child(cache: dict[str, Counter], parent: Counter, label: str) -> Counter:
-    child = cache.get(label)
-    if child is None:
-        child = cache[label] = parent.labels(label)
-    return child
+def _count(cache: dict[str, Counter], parent: Counter, events: Sequence[_OfFunction]) -> None:
+    """Increment ``parent``'s child of each function once, by its number of events."""
+    per: dict[str, int] = {}
+    for ev in events:
+        per[ev.function] = per.get(ev.function, 0) + 1
+    for function, n in per.items():
+        child = cache.get(function)
+        if child is None:
+            child = cache[function] = parent.labels(function)
+        child.inc(n)
 
 
 class _DatabaseGauges(Collector):
