@@ -232,7 +232,9 @@ def test_a_form_body_is_malformed_json(srv) -> None:
     ("/api/v1/dead-letters", {"limit": "abc"}, 400),
 ])
 def test_bad_query_parameters(srv, path, params, status) -> None:
-    assert_error(srv.client().get(path, params=params), status)
+    resp = srv.client().get(path, params=params)
+    error = assert_error(resp, status)
+    assert error["code"] == {400: "invalid_query", 422: "invalid_input"}[resp.status_code], describe(resp)
 
 
 @pytest.mark.parametrize("path, key", [("/api/v1/runs", "runs"), ("/api/v1/dead-letters", "dead_letters")])
@@ -248,7 +250,6 @@ def test_a_run_cursor_is_an_opaque_position(srv, path, key, cursor) -> None:
 
 
 @pytest.mark.parametrize("body", [
-    b"{",
     js({"run_ids": "not-a-list"}),
     js({"run_ids": [1, 2]}),
     js({"function": 5}),
@@ -258,8 +259,11 @@ def test_a_run_cursor_is_an_opaque_position(srv, path, key, cursor) -> None:
     js([]),
 ])
 def test_bad_redrive_bodies(srv, body) -> None:
+    """A body of the wrong shape is a 422, as at intake; malformed JSON is a 400."""
     resp = srv.client().post("/api/v1/dead-letters/redrive", content=body, headers={"Content-Type": "application/json"})
-    assert_error(resp, (400, 422))
+    assert_error(resp, 422, "invalid_input")
+    resp = srv.client().post("/api/v1/dead-letters/redrive", content=b"{", headers={"Content-Type": "application/json"})
+    assert_error(resp, 400, "invalid_json")
 
 
 @pytest.mark.parametrize("method, path, status", [

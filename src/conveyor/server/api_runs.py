@@ -44,7 +44,7 @@ def _ts(name: str, text: str | None) -> float | None:
     else:
         if 0 <= seconds <= LATEST:
             return seconds
-    raise ApiError(400, "invalid_input", f"{name} must be an ISO 8601 time (2026-12-01T08:00:00Z) or Unix seconds "
+    raise ApiError(400, "invalid_query", f"{name} must be an ISO 8601 time (2026-12-01T08:00:00Z) or Unix seconds "
                    "between 0 and year 9999")
 
 

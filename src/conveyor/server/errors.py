@@ -13,7 +13,8 @@ from typing import Any
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from starlette.exceptions import HTTPException as StarletteHTTPException
-from starlette.responses import JSONResponse
+from starlette.requests import ClientDisconnect
+from starlette.responses import JSONResponse, Response
 
 from conveyor.errors import ConveyorError
 
@@ -21,6 +22,7 @@ log = logging.getLogger("conveyor.server")
 
 STATUS_BY_CODE = {
     "invalid_json": 400,
+    "invalid_query": 400,
     "invalid_input": 422,
     "not_serializable": 422,
     "unauthorized": 401,
@@ -78,8 +80,21 @@ def install(app: FastAPI) -> None:
         return error_response(exc.status_code, code, message, dict(exc.headers or {}))
 
     async def validation_error(request: Request, exc: Exception) -> JSONResponse:
+        """400 for a malformed body or a bad query or path parameter; 422 for a body of the
+        wrong shape (as API.md draws the line)."""
         assert isinstance(exc, RequestValidationError)
-        return error_response(400, "invalid_input", describe(exc.errors()))
+        errors = list(exc.errors())
+        in_body = [e for e in errors if tuple(e.get("loc", ()))[:1] == ("body",)]
+        if any(e.get("type") == "json_invalid" for e in in_body):
+            return error_response(400, "invalid_json", describe(in_body))
+        if in_body:
+            return error_response(422, "invalid_input", describe(in_body))
+        return error_response(400, "invalid_query", describe(errors))
+
+    async def client_gone(request: Request, exc: Exception) -> Response:
+        """The client hung up before its body was read: nothing to answer, nothing went wrong here."""
+        log.debug("%s %s: the client disconnected before sending its whole body", request.method, request.url.path)
+        return Response(status_code=400)
 
     async def unexpected(request: Request, exc: Exception) -> JSONResponse:
         log.exception("unexpected error in %s %s", request.method, request.url.path)
@@ -89,6 +104,7 @@ def install(app: FastAPI) -> None:
     app.add_exception_handler(ConveyorError, conveyor_error)
     app.add_exception_handler(StarletteHTTPException, http_error)
     app.add_exception_handler(RequestValidationError, validation_error)
+    app.add_exception_handler(ClientDisconnect, client_gone)
     app.add_exception_handler(Exception, unexpected)
 
 

@@ -55,5 +55,5 @@ def parse_event_cursor(text: str | None) -> EventCursor | None:
     except ValueError:
         value = float("nan")
     if not sep or value != value or value in (float("inf"), float("-inf")):
-        raise ApiError(400, "invalid_input", "invalid cursor; pass the 'next' value of the previous page")
+        raise ApiError(400, "invalid_query", "invalid cursor; pass the 'next' value of the previous page")
     return EventCursor(value, event_id)
