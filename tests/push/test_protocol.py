@@ -99,3 +99,19 @@ def test_malformed_responses_are_refused(raw: bytes) -> None:
 def test_malformed_requests_are_refused(raw: bytes) -> None:
     with pytest.raises(ProtocolError):
         decode_request(raw)
+
+
+def test_wake_times_an_endpoint_reports_move_later_by_the_round_trip() -> None:
+    """The endpoint's clock lags the database's by the request's time in transit; shifting its
+    wake times by the round trip keeps sleeps and retries from waking early."""
+    from conveyor.records import Completed, StepWrite, Suspended
+    from conveyor.worker.delivery import never_early
+
+    sleeping = PushResult("r1", [StepWrite("nap", "sleep", "sleeping", 1, 1, wake_at=100.0)], Suspended(100.0, "sleep"))
+    never_early(sleeping, 0.25)
+    assert sleeping.writes[0].wake_at == 100.25 and sleeping.outcome == Suspended(100.25, "sleep")
+    waiting = PushResult("r2", [], Suspended(None, "wait"))
+    assert never_early(waiting, 0.25).outcome == Suspended(None, "wait")  # woken by an event, not a time
+    done = PushResult("r3", [StepWrite("s", "run", "completed", 1, 1, output="1")], Completed("1"))
+    never_early(done, 0.25)
+    assert done.writes[0].wake_at is None and done.outcome == Completed("1")

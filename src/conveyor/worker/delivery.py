@@ -23,6 +23,7 @@ from conveyor.executor.inputs import InvocationInput
 from conveyor.ids import new_id
 from conveyor.push.protocol import PushRequest, PushResult, decode_response, encode_request
 from conveyor.push.signing import HEADER, SignatureError, Verifier, sign
+from conveyor.records import Suspended
 from conveyor.storage.base import ClaimedJob, Endpoint
 from conveyor.types import Backoff
 from conveyor.worker.http import HttpClient, HttpError
@@ -174,6 +175,7 @@ class Courier:
         request_id = new_id()
         headers = {HEADER: sign(body, self.keys, request_id=request_id), "Content-Type": "application/json"}
         timeout = state.spec.timeout
+        sent = time.monotonic()
         try:
             reply = await asyncio.wait_for(self.client.post(state.url, body, headers), timeout)
         except TimeoutError:
@@ -184,8 +186,25 @@ class Courier:
             raise DeliveryError("http_status", f"HTTP {reply.status}: {reply.body[:200]!r}")
         try:
             self.verifier.verify(reply.headers.get("conveyor-signature"), reply.body, request_id=request_id)
-            return {r.run_id: r for r in decode_response(reply.body)}
+            results = decode_response(reply.body)
         except SignatureError as exc:
             raise DeliveryError("signature", f"the answer's signature is not valid: {exc.message}") from None
         except (InvalidInput, ValueError) as exc:  # a ProtocolError: a malformed answer
             raise DeliveryError("malformed", str(exc)) from None
+        return {r.run_id: never_early(r, time.monotonic() - sent) for r in results}
+
+
+def never_early(result: PushResult, round_trip: float) -> PushResult:
+    """Move the wake-up times the endpoint reported later by the request's round trip.
+
+    The endpoint set its clock to the database's ``now`` of the request, which was read before
+    the request travelled: its clock is behind by the time in transit, and a sleep or retry it
+    scheduled would wake that much early. The round trip bounds the transit, so timers are
+    never early (as pull workers ensure by measuring their clock skew from before a claim)."""
+    for write in result.writes:
+        if write.wake_at is not None:
+            write.wake_at += round_trip
+    outcome = result.outcome
+    if isinstance(outcome, Suspended) and outcome.run_at is not None:
+        outcome.run_at += round_trip
+    return result
