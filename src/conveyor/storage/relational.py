@@ -62,9 +62,14 @@ def _plain(res: JobResult) -> bool:
     return all(not w.events and not w.children and w.wait is None for w in res.steps)
 
 
-def _step_row(run_id: str, w: StepWrite) -> tuple[Any, ...]:
+def _step_row(run_id: str, w: StepWrite, now: float) -> tuple[Any, ...]:
+    """A step's row. Its times, read off the worker's clock set to the database's, are kept at or
+    before the commit's database time ``now``: that clock runs a little ahead on purpose (so timers
+    are never early), and a step must not seem to end after the run that it ends."""
+    started = None if w.started_at is None else min(w.started_at, now)
+    ended = None if w.ended_at is None else min(w.ended_at, now)
     return (run_id, w.id, w.seq, w.kind, w.status, w.attempts, w.output,
-            None if w.error is None else _dumps(w.error), w.wake_at, w.started_at, w.ended_at, w.children_total,
+            None if w.error is None else _dumps(w.error), w.wake_at, started, ended, w.children_total,
             w.children_created)
 
 
@@ -436,7 +441,7 @@ class RelationalStorage(Storage):
 
     def _apply_plain(self, tx: Tx, results: list[JobResult]) -> list[tuple[str, str, str, str | None, str | None]]:
         """Write plain results; returns the children among them that ended, for the caller to count."""
-        steps = [_step_row(r.run_id, w) for r in results for w in r.steps]
+        steps = [_step_row(r.run_id, w, tx.now) for r in results for w in r.steps]
         if steps:
             self._many(tx, "step_upsert", steps)
         logs = [(r.run_id, lg.step_id, lg.attempt, lg.ts, lg.level, lg.message) for r in results for lg in r.logs]
@@ -498,7 +503,7 @@ class RelationalStorage(Storage):
 
     def _write_step(self, tx: Tx, run_id: str, w: StepWrite) -> None:
         conn, q = tx.conn, self.q
-        conn.execute(q["step_upsert"], _step_row(run_id, w))
+        conn.execute(q["step_upsert"], _step_row(run_id, w, tx.now))
         for ev in w.events:
             self._send(tx, ev)
         if w.children:
