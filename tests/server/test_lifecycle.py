@@ -6,6 +6,7 @@ from __future__ import annotations
 import signal
 import subprocess
 import threading
+from pathlib import Path
 from urllib.parse import urlsplit, urlunsplit
 
 import httpx
@@ -120,3 +121,23 @@ def test_sigterm_during_a_burst_keeps_every_accepted_event(conveyor_app, db_url,
     runs = query(db_url, "SELECT event_id, function_id FROM conveyor_runs")
     assert len(runs) == len(stored) and {e for e, _ in runs} == stored
     assert code == 0, server.stderr()
+
+
+def test_healthz_reads_the_database(server, db_url) -> None:
+    """/healthz is 200 while the database can be read, and 503 in the error shape once it cannot
+    (the SQLite file deleted under the server; the PostgreSQL schema dropped)."""
+    resp = httpx.get(server.url + "/healthz")
+    assert resp.status_code == 200 and resp.json()["status"] == "ok"
+    if db_url.startswith("sqlite"):
+        path = Path(db_url.removeprefix("sqlite:///"))
+        for suffix in ("", "-wal", "-shm"):
+            Path(f"{path}{suffix}").unlink(missing_ok=True)
+    else:
+        import psycopg
+
+        with psycopg.connect(db_url, autocommit=True) as conn:
+            schema = conn.execute("SELECT current_schema()").fetchone()[0]
+            conn.execute(f'DROP SCHEMA "{schema}" CASCADE')
+    resp = httpx.get(server.url + "/healthz")
+    assert resp.status_code == 503, resp.text
+    assert resp.json()["error"]["code"] == "database_unavailable" and resp.headers["retry-after"]

@@ -29,7 +29,7 @@ async def list_functions(st: StateDep) -> dict[str, Any]:
 async def healthz(st: StateDep) -> Any:
     storage = st.engine.storage
     try:
-        await asyncio.wait_for(asyncio.to_thread(storage.now), timeout=5.0)
+        await asyncio.wait_for(asyncio.to_thread(storage.ping), timeout=5.0)
     except Exception as exc:
         return error_response(503, "database_unavailable", f"the database does not answer ({type(exc).__name__})",
                               {"Retry-After": "1"})

@@ -211,6 +211,10 @@ class Storage(ABC):
         """The database's clock, in Unix seconds."""
 
     @abstractmethod
+    def ping(self) -> None:
+        """Read from the database, or raise: what a health check asks."""
+
+    @abstractmethod
     def maintain(self) -> None:
         """Periodic housekeeping of the backend (statistics, log size); workers call it."""
 

@@ -813,6 +813,9 @@ class RelationalStorage(Storage):
         runs = self._rows("functions_runs_since", (floor,))
         return {fid: FunctionStats(int(n), failed.get(fid, 0)) for fid, n in runs}
 
+    def ping(self) -> None:
+        self._row("ping", ())
+
     def runs_count(self, status: str) -> int:
         return int(self._row("runs_count", (status,))[0])
 

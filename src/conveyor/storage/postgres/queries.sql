@@ -516,3 +516,6 @@ SELECT id, kind, host, pid, pools, concurrency, started_at, seen_at FROM conveyo
 
 -- name: worker_delete
 DELETE FROM conveyor_workers WHERE id = %s;
+
+-- name: ping
+SELECT count(*) FROM conveyor_migrations;

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import sqlite3
 import threading
 import time
@@ -11,7 +12,7 @@ from collections.abc import Iterator, Sequence
 from contextlib import contextmanager, suppress
 from pathlib import Path
 
-from conveyor.errors import ConfigError
+from conveyor.errors import ConfigError, DatabaseUnavailable
 from conveyor.storage.base import Listener
 from conveyor.storage.relational import RelationalStorage, Tx
 from conveyor.storage.sql import load_queries
@@ -108,6 +109,12 @@ class SQLiteStorage(RelationalStorage):
             _close_all(self._resources)
             self._notifier = None
         self._local = threading.local()
+
+    def ping(self) -> None:
+        # an open connection still reads a file that was deleted under it: look for the file too
+        if self.path != ":memory:" and not os.path.exists(self.path):
+            raise DatabaseUnavailable(f"the SQLite file {self.path} is gone")
+        super().ping()
 
     def now(self) -> float:
         return time.time()
