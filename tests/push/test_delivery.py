@@ -98,6 +98,20 @@ def test_a_rate_limit_spaces_the_invocations(make_push_env: Any) -> None:
     assert times[-1] - times[0] >= 0.45
 
 
+def test_a_slow_rate_starts_invocations_one_by_one_even_in_batches(make_push_env: Any) -> None:
+    """With batches allowed, a rate of 4/s still starts the runs a quarter second apart (after the
+    burst of one second's worth), not all together once the whole batch's tokens are there."""
+    env: PushEnv = make_push_env()
+    env.register("live", rate=4.0, concurrency=50)
+    runs = [env.send("push.work", {"i": i}) for i in range(8)]
+    for run_id in runs:
+        assert env.wait(run_id).status == "completed"
+    requests = sorted(env.faults["live"].traffic.requests)
+    assert all(len(ids) == 1 for _, ids in requests), requests
+    times = [t for t, _ in requests]
+    assert times[-1] - times[0] >= (8 - 4) / 4 * 0.9  # 4 at once, then one every 0.25 s
+
+
 def test_an_endpoint_that_rotated_its_key_accepts_the_old_one(make_push_env: Any) -> None:
     from .harness import KEY, OLD_KEY
 

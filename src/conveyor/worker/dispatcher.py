@@ -287,8 +287,11 @@ class Dispatcher:
 
     def _flush(self, state: EndpointState) -> None:
         state.flush_scheduled = False
+        size = self.batch
+        if state.bucket is not None:  # a rated endpoint: no request carries more than 0.1 s of starts
+            size = max(1, min(size, int(state.bucket.rate / 10)))
         while state.queue:
-            batch, state.queue = state.queue[: self.batch], state.queue[self.batch :]
+            batch, state.queue = state.queue[:size], state.queue[size:]
             task = self._loop.create_task(self._deliver(state, batch))
             self._tasks.add(task)
             task.add_done_callback(self._tasks.discard)
