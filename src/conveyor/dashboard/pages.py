@@ -17,6 +17,7 @@ from typing import Any, TypeVar
 from urllib.parse import quote
 
 from conveyor.dashboard import params
+from conveyor.dashboard.format import MAX_PREVIEW_CHARS
 from conveyor.dashboard.params import PAGE_SIZE, RunQuery
 from conveyor.dashboard.timeline import progress_percent, progress_segments, waterfall
 from conveyor.engine.engine import Engine
@@ -28,6 +29,7 @@ from conveyor.types import Run
 STATS_TTL = 10.0
 #: Windows of the functions page, in seconds: the last hour and the last day.
 STATS_WINDOWS = {"hour": 3600.0, "day": 86400.0}
+MAX_LOG_LINES = 1000  # a run's log lines shown (the first ones)
 MAX_STEPS_SHOWN = 1000  # a run's timeline; more is a loop gone wrong, and the page says so
 FAILED_CHILDREN_SHOWN = 12
 RUNS_PER_EVENT = 10
@@ -150,7 +152,8 @@ class Pages:
             "run": run,
             "timeline": waterfall(shown, now, wake),
             "steps_cut": steps_cut,
-            "logs": self.engine.logs(run_id),
+            "logs": self.storage.logs_list(run_id, MAX_LOG_LINES),
+            "max_log_lines": MAX_LOG_LINES,
             "event": None if event is None else _event_view(event),
             "segments": progress_segments(run.progress) if run.progress else [],
             "percent": progress_percent(run.progress) if run.progress else 0.0,
@@ -167,7 +170,7 @@ class Pages:
         items = []
         for row in rows:
             runs = self.storage.runs_list(RunFilter(event_id=row.id, limit=RUNS_PER_EVENT))
-            items.append({"event": _event_view(row), "runs": [_item(r) for r in runs]})
+            items.append({"event": _event_view(row, parse=False), "runs": [_item(r) for r in runs]})
         return Page(items, f"{rows[-1].ts!r}~{rows[-1].id}" if more else None)
 
     def event(self, event_id: str) -> dict[str, Any]:
@@ -222,12 +225,18 @@ class Pages:
         return None
 
 
-def _event_view(row: EventRow) -> dict[str, Any]:
+def _event_view(row: EventRow, *, parse: bool = True) -> dict[str, Any]:
+    """An event for a page. A list shows a glimpse of each event's data: the start of the JSON
+    text as stored (compact already), not a parse of up to 1 MiB per row."""
+    view: dict[str, Any] = {"id": row.id, "name": row.name, "ts": row.ts}
+    if not parse:
+        view["preview"] = row.data if len(row.data) <= MAX_PREVIEW_CHARS else row.data[:MAX_PREVIEW_CHARS - 1] + "…"
+        return view
     try:
-        data = codec.loads(row.data)
+        view["data"] = codec.loads(row.data)
     except Exception:  # a payload that is not JSON: shown as the text it is
-        data = row.data
-    return {"id": row.id, "name": row.name, "data": data, "ts": row.ts}
+        view["data"] = row.data
+    return view
 
 
 def _with_steps(run: Run, n: int) -> Run:

@@ -50,6 +50,7 @@ def environment() -> Environment:
         undefined=StrictUndefined,
         trim_blocks=True,
         lstrip_blocks=True,
+        auto_reload=False,  # the templates ship with the package: no need to stat them per page
     )
     env.filters.update(
         duration=fmt.duration, utc=fmt.utc, iso=fmt.iso, clock=fmt.clock, count=fmt.count,
