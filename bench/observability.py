@@ -3,17 +3,19 @@
 
     .venv/bin/python bench/observability.py                  # both parts, about 2 minutes
     .venv/bin/python bench/observability.py --part micro     # the in-process part only
-    .venv/bin/python bench/observability.py --base REV       # compare with another revision
+    .venv/bin/python bench/observability.py --base REV       # compare the worker with another revision
 
-1. **micro** — per 1,000 one-step runs, what the engine adds around storage: reporting the
-   claims and the two commits of each run (the step's checkpoint, then the outcome) with
-   nobody subscribed and with the Prometheus metrics attached; and one invocation of a
-   one-step function in the executor (its run and step span calls, no provider
-   configured) against the same invocation in the ``--base`` revision.
+1. **micro** — per one-step run, what the engine adds around storage: reporting the claim
+   and the two commits of each run (the step's checkpoint, then the outcome) with nobody
+   subscribed and with the Prometheus metrics attached; what an untraced invocation does
+   for tracing (the run span and step span checks); and, for scale, the whole invocation
+   of a one-step function in the executor.
 2. **worker** — one real ``conveyor worker`` process (``bench/apps.py``, one-step runs,
    SQLite) drains N events; its CPU microseconds per run, in the ``--base`` revision,
    in this one, and in this one with ``--metrics-port`` (metrics attached). Median of
-   ``--repeat`` rounds, each on a fresh database.
+   ``--repeat`` rounds, each on a fresh database. This compares whole revisions (everything
+   committed in between), on a machine whose other load shows as noise: the micro figures
+   isolate observability.
 
 The ``--base`` revision is extracted with ``git archive`` into a temporary directory and
 put first on ``PYTHONPATH``; the working tree is not touched.
@@ -73,15 +75,28 @@ MICRO = textwrap.dedent("""
         pass
 
     from conveyor.executor.invocation import Invocation
-    from conveyor.types import Backoff, Event
+    from conveyor.observability import tracing
+    from conveyor.types import Backoff, Event, StepKind
     def fn(ctx):
         ctx.step.run("a", lambda: None)
     event = Event(name="bench.one", data={}, id="e")
+    def new(i):
+        return Invocation(fn=fn, function_id="bench-one", run_id=f"r{i}", event=event, memo={}, retries=0,
+                          backoff=Backoff(), sink=lambda w: None, new_id=lambda: "x")
     def invocations():
         for i in range(N):
-            Invocation(fn=fn, function_id="bench-one", run_id=f"r{i}", event=event, memo={}, retries=0,
-                       backoff=Backoff(), sink=lambda w: None, new_id=lambda: "x").run()
+            new(i).run()
     out["one-step invocation"] = per_run(invocations, 3)
+    inv = new(0)
+    def span_checks():  # what an untraced one-step invocation does for tracing: one run, one step
+        for _ in range(N):
+            if inv._run_span() is tracing.NO_SPAN:
+                with inv.step_span("a", StepKind.RUN):
+                    pass
+    def empty():
+        for _ in range(N):
+            pass
+    out["untraced span checks"] = per_run(span_checks, 50) - per_run(empty, 50)
     print(json.dumps(out))
 """)
 
@@ -99,19 +114,16 @@ def env_for(src: Path | None) -> dict[str, str]:
     return env
 
 
-def micro(base: Path) -> None:
+def micro() -> None:
     import json
 
-    rows = {}
-    for label, src in (("base", base), ("this", None)):
-        out = subprocess.run([sys.executable, "-c", MICRO], env=env_for(src), cwd=ROOT, check=True,
-                             capture_output=True, text=True).stdout
-        rows[label] = json.loads(out)
-    print("micro (CPU microseconds per run, best of 5 rounds of 1,000 runs)")
-    for key in ("report, nobody subscribed", "report, metrics attached"):
-        print(f"  {key:<32} {rows['this'][key]:7.2f}")
-    print(f"  {'one-step invocation, base':<32} {rows['base']['one-step invocation']:7.2f}")
-    print(f"  {'one-step invocation, this':<32} {rows['this']['one-step invocation']:7.2f}")
+    out = subprocess.run([sys.executable, "-c", MICRO], env=env_for(None), cwd=ROOT, check=True,
+                         capture_output=True, text=True).stdout
+    row = json.loads(out)
+    print("micro (CPU microseconds per one-step run, best of 5 rounds of 1,000 runs)")
+    for key in ("report, nobody subscribed", "report, metrics attached", "untraced span checks",
+                "one-step invocation"):
+        print(f"  {key:<32} {row[key]:7.2f}")
 
 
 def cpu_seconds(pid: int) -> float:
@@ -171,11 +183,10 @@ def main() -> None:
     args = p.parse_args()
     with tempfile.TemporaryDirectory(prefix="conveyor-obs-bench-") as tmpdir:
         tmp = Path(tmpdir)
-        base = extract(args.base, tmp)
         if args.part in ("micro", "both"):
-            micro(base)
+            micro()
         if args.part in ("worker", "both"):
-            worker(base, args.n, args.repeat, tmp)
+            worker(extract(args.base, tmp), args.n, args.repeat, tmp)
 
 
 if __name__ == "__main__":
