@@ -86,6 +86,19 @@ def test_replay_a_failed_run_from_its_page(demo: Demo) -> None:
     assert [s["id"] for s in done["steps"]] == ["fetch-stock", "push-stock"]
 
 
+def test_replay_a_dead_letter_from_its_row(demo: Demo) -> None:
+    run, flag = dead_letter(demo)
+    b = demo.browser()
+    html = b.page("/dead-letters")
+    assert f'formaction="/runs/{run["id"]}/replay"' in html
+    flag.touch()
+    resp = b.post(f"/runs/{run['id']}/replay", {"csrf": b.csrf("/dead-letters"), "back": "/dead-letters",
+                                                "selected": "ignored"})
+    assert resp.status_code == 303 and resp.headers["location"] == "/dead-letters"
+    assert "queued again" in flash(b, "/dead-letters")
+    status_is(demo.server, run["id"], "completed")
+
+
 def test_cancel_a_sleeping_run_from_its_page(demo: Demo) -> None:
     run = status_is(demo.server, run_of(demo.server, send(demo.server, "nap.requested"), ended=False)["id"],
                     "waiting")
