@@ -54,7 +54,8 @@ def _http_parent() -> argparse.ArgumentParser:
     p.add_argument("--port", type=int, default=int(env("CONVEYOR_PORT", DEFAULT_PORT)),
                    help=f"port (default $CONVEYOR_PORT, then {DEFAULT_PORT}; 0 picks a free one)")
     p.add_argument("--event-key", action="append", dest="event_keys", metavar="KEY", default=None,
-                   help="a key that may send events (repeatable; default $CONVEYOR_EVENT_KEYS, comma-separated)")
+                   help="a key that may send events (repeatable; default $CONVEYOR_EVENT_KEYS, comma-separated; "
+                   "prefer the variable: arguments are visible to other users in the process list)")
     p.add_argument("--api-token", action="append", dest="api_tokens", metavar="TOKEN", default=None,
                    help="a token for the whole API (repeatable; default $CONVEYOR_API_TOKENS, comma-separated)")
     p.add_argument("--signing-key", default=env("CONVEYOR_SIGNING_KEY"), metavar="KEY",
@@ -65,7 +66,25 @@ def _http_parent() -> argparse.ArgumentParser:
                    help="answer 429 to events while more than N jobs are due (default: no limit)")
     p.add_argument("--public-url", default=env("CONVEYOR_PUBLIC_URL"), metavar="URL",
                    help="the URL push endpoints use to reach this server (default: the bound address)")
+    p.add_argument("--read-timeout", type=float, default=env("CONVEYOR_READ_TIMEOUT", "10"), metavar="SECONDS",
+                   help="seconds a request's headers, or each chunk of its body, may take before a 408 "
+                   "(default $CONVEYOR_READ_TIMEOUT, then 10)")
+    for flag, what, default in LIMITS:
+        var = "CONVEYOR_" + flag.upper().replace("-", "_")
+        # argparse applies the type to a default given as text: a bad variable is a usage error
+        p.add_argument(f"--{flag}", type=positive_int, default=env(var), metavar="N",
+                       help=f"{what} (default ${var}, then {default:,})")
     return p
+
+
+#: Intake limits a deployment may change: (flag, meaning, default).
+LIMITS = (
+    ("max-event-bytes", "bytes of JSON in one event's data", 1024 * 1024),
+    ("max-body-bytes", "bytes in one request body", 16 * 1024 * 1024),
+    ("max-batch", "events in one request", 1000),
+    ("max-inflight-bytes", "bytes of request bodies read at once before intake answers 429", 256 * 1024 * 1024),
+)
+
 
 
 def _config(args: argparse.Namespace) -> Any:
@@ -77,6 +96,9 @@ def _config(args: argparse.Namespace) -> Any:
         api_tokens=tuple(args.api_tokens) if args.api_tokens else keys_from_env("CONVEYOR_API_TOKENS"),
         signing_keys=tuple(k for k in (args.signing_key, args.signing_key_fallback) if k),
         max_backlog=args.max_backlog, public_url=args.public_url.rstrip("/") if args.public_url else None,
+        read_timeout=args.read_timeout,
+        **{flag.replace("-", "_"): value for flag, _, _ in LIMITS
+           if (value := getattr(args, flag.replace("-", "_"))) is not None},
     )
     config.check()
     return config

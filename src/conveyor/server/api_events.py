@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import functools
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, Query, Request
@@ -16,6 +17,7 @@ from conveyor.server.state import State, state
 from conveyor.storage.base import RunFilter
 
 router = APIRouter(prefix="/api/v1/events", tags=["events"])
+PARSE_INLINE = 64 * 1024  # bytes of body parsed on the event loop; larger bodies in a thread
 StateDep = Annotated[State, Depends(state)]
 
 
@@ -31,8 +33,10 @@ StateDep = Annotated[State, Depends(state)]
 async def send_events(request: Request, st: StateDep) -> JSONResponse:
     body = await request.body()
     cfg = st.config
-    events = parse_events(body, st.engine, max_batch=cfg.max_batch, max_event_bytes=cfg.max_event_bytes,
-                          traceparent=request.headers.get("traceparent"))
+    parse = functools.partial(parse_events, body, st.engine, max_batch=cfg.max_batch,
+                              max_event_bytes=cfg.max_event_bytes, traceparent=request.headers.get("traceparent"))
+    # a few events parse in microseconds; a large batch would hold up every other request
+    events = parse() if len(body) < PARSE_INLINE else await asyncio.to_thread(parse)
     ids = await st.intake.submit(events)
     return JSONResponse({"ids": ids}, status_code=202)
 

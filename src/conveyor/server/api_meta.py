@@ -24,8 +24,8 @@ async def list_functions(st: StateDep) -> dict[str, Any]:
     return {"functions": [views.function(r) for r in rows]}
 
 
-@router.get("/healthz", response_model=schemas.Health, responses=schemas.errors(503), tags=["health"],
-            summary="200 when the database answers")
+@router.api_route("/healthz", methods=["GET", "HEAD"], response_model=schemas.Health,
+                  responses=schemas.errors(503), tags=["health"], summary="200 when the database answers")
 async def healthz(st: StateDep) -> Any:
     storage = st.engine.storage
     try:

@@ -76,7 +76,8 @@ def create_app(
 
     app.include_router(create_router(engine, api_tokens=config.api_tokens, auth=config.auth_enabled))
     app.add_middleware(AuthGate, keys=app.state.keys)
-    app.add_middleware(BodyLimit, max_bytes=config.max_body_bytes)  # the outermost: runs first
+    app.add_middleware(BodyLimit, max_bytes=config.max_body_bytes, max_event_bytes=config.max_event_bytes,
+                       budget=config.max_inflight_bytes, chunk_timeout=config.read_timeout)  # outermost: runs first
     app.openapi = lambda: _openapi(app)  # type: ignore[method-assign]
     return app
 

@@ -199,12 +199,30 @@ def parse_events(
         raise
 
 
+def _not_json(constant: str) -> Any:
+    raise ValueError(f"{constant} is not a JSON value")
+
+
+def _finite(text: str) -> float:
+    value = float(text)
+    if value in (_INF, -_INF):
+        raise ValueError(f"the number {text[:40]} is out of range")
+    return value
+
+
+_INF = float("inf")
+# strict JSON: UTF-8 only (json.loads would guess UTF-16 or -32 from bytes), no NaN or Infinity
+_decode = json.JSONDecoder(parse_constant=_not_json, parse_float=_finite).decode
+
+
 def _json(body: bytes) -> Any:
     try:
-        return json.loads(body)
+        return _decode(body.decode("utf-8-sig"))  # a byte-order mark is allowed, nothing but UTF-8
     except RecursionError:
         raise ApiError(400, "invalid_json", "the body is nested too deeply") from None
-    except (ValueError, UnicodeDecodeError) as exc:
+    except UnicodeDecodeError:
+        raise ApiError(400, "invalid_json", "the body is not UTF-8") from None
+    except ValueError as exc:
         raise ApiError(400, "invalid_json", f"the body is not valid JSON: {exc}") from None
 
 

@@ -98,7 +98,7 @@ def serve(
     app = create_app(engine, config, services=all_services, on_ready=ready, grace=grace)
     uconfig = uvicorn.Config(
         app, log_level="warning", access_log=False, lifespan="on", timeout_graceful_shutdown=int(grace),
-        loop=_loop(), http=_http(), server_header=False, date_header=False, limit_concurrency=None,
+        loop=_loop(), http=_http(config.read_timeout), server_header=False, date_header=False, limit_concurrency=None,
         h11_max_incomplete_event_size=64 * 1024,
     )
     server = _Server(uconfig)
@@ -146,9 +146,9 @@ def _loop() -> str:
     return "uvloop"
 
 
-def _http() -> Any:
+def _http(read_timeout: float) -> Any:
     try:
         from conveyor.server.protocol import HeadLimitedProtocol
     except ImportError:
         return "h11"
-    return HeadLimitedProtocol
+    return type("Protocol", (HeadLimitedProtocol,), {"head_timeout": read_timeout})
