@@ -359,6 +359,25 @@ def conveyor_command() -> list[str]:
     return [str(script)] if script.exists() else [sys.executable, "-m", "conveyor.cli.main"]
 
 
+def test_sigterm_while_the_worker_loads_its_app_still_exits_0(url: str, tmp_path: Path,
+                                                              wait_until: Callable[..., object]) -> None:
+    started, release = tmp_path / "started", tmp_path / "release"
+    env = {**os.environ, "CONVEYOR_DATABASE_URL": url, "SLOW_IMPORT_STARTED": str(started),
+           "SLOW_IMPORT_RELEASE": str(release)}
+    worker = subprocess.Popen([*conveyor_command(), "worker", f"{APPS / 'slow_import.py'}:app", "--database", url],
+                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
+    try:
+        wait_until(started.exists, timeout=30, message="the worker to start importing the app")
+        worker.send_signal(signal.SIGTERM)  # before the worker has started serving
+        release.touch()
+        _, err = worker.communicate(timeout=30)
+    finally:
+        if worker.poll() is None:
+            worker.kill()
+    assert worker.returncode == 0, err
+    assert "Traceback" not in err
+
+
 def test_entry_point_worker_runs_jobs_and_stops_cleanly_on_sigterm(
     url: str, app: conveyor.Conveyor, wait_until: Callable[..., object]
 ) -> None:

@@ -11,6 +11,8 @@ from __future__ import annotations
 import argparse
 import logging
 import os
+import signal
+import threading
 from collections.abc import Callable, Sequence
 
 from rich.markup import escape
@@ -102,12 +104,16 @@ def add_parsers(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -
 
 
 def cmd_worker(args: argparse.Namespace) -> int:
+    # from the first instant: a SIGTERM while the app loads must still mean "stop cleanly, exit 0"
+    stop = threading.Event()
+    if threading.current_thread() is threading.main_thread():
+        signal.signal(signal.SIGTERM, lambda *_: stop.set())
     app = load_user_app(args.app, args.database)
     pools: list[str] | None = list(args.pools) if args.pools else None
     banner = configure_logging(args)  # (not before: a command that fails to start leaves logging as it was)
     stop_metrics = _serve_metrics(app, args.metrics_host, args.metrics_port, banner)
     try:
-        return _run(app, args.app, pools, args.concurrency, banner)
+        return _run(app, args.app, pools, args.concurrency, banner, stop)
     finally:
         stop_metrics()
 
@@ -132,7 +138,7 @@ def _serve_metrics(app: conveyor.Conveyor, host: str, port: int | None, banner: 
 
 
 def _run(app: conveyor.Conveyor, spec: str, pools: Sequence[str] | None, concurrency: int | None,
-         banner: Banner) -> int:
+         banner: Banner, stop: threading.Event) -> int:
     functions = app.functions
     served = sorted({f.pool for f in functions.values()}) if pools is None else sorted(pools)
     worker = (
@@ -149,7 +155,7 @@ def _run(app: conveyor.Conveyor, spec: str, pools: Sequence[str] | None, concurr
         banner.say("[yellow]warning:[/] the app defines no functions", logging.WARNING)
     banner.say("[dim]press Ctrl+C to stop[/]")
     try:
-        worker.run()
+        worker.run(stop=stop)
     finally:
         app.close()
     banner.say("conveyor worker: stopped")

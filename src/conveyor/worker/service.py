@@ -111,14 +111,18 @@ class Worker:
         log.info("worker %s serving pools %s", self.name, ", ".join(self.pools))
         return self
 
-    def run(self, grace: float = 30.0) -> None:
-        """Serve until SIGTERM or SIGINT, then stop cleanly within ``grace`` seconds."""
-        stop_requested = threading.Event()
+    def run(self, grace: float = 30.0, *, stop: threading.Event | None = None) -> None:
+        """Serve until SIGTERM or SIGINT (or ``stop`` is set), then stop cleanly within ``grace``
+        seconds. A ``stop`` already set returns at once: a signal that came in before the
+        worker started was still a request to stop."""
+        stop_requested = stop if stop is not None else threading.Event()
         previous: dict[int, Any] = {}
         if threading.current_thread() is threading.main_thread():
             for sig in (signal.SIGTERM, signal.SIGINT):
                 previous[sig] = signal.signal(sig, lambda *_: stop_requested.set())
         try:
+            if stop_requested.is_set():
+                return
             self.start()
             while not stop_requested.wait(0.5):
                 if self._stopped.is_set():
