@@ -18,6 +18,7 @@ from tests.server.helpers import query
 from tests.support.otel import named, one, parent_of, recording_spans, span_id, trace_ids
 
 import conveyor
+from conveyor.engine.events import make_event
 from conveyor.observability import tracing
 
 
@@ -183,7 +184,7 @@ def test_without_a_provider_a_run_passes_its_event_trace_on_to_its_children(app:
 
     engine = app._engine()
     assert tracing.tracer() is None
-    engine.send([engine.make_event("d.go", {}, "e1", traceparent)])  # as the HTTP intake does with a header
+    engine.send([make_event("d.go", {}, "e1", traceparent)])  # as the HTTP intake does with a header
     app.drain(timeout=30)
     children = app.list_runs(function="leaf")
     assert len(children) == 2

@@ -34,12 +34,10 @@ from conveyor.storage.base import (
 from conveyor.storage.blobs import BlobStore
 from conveyor.types import Backoff, Progress, Run, RunStatus, StepRecord, utc_from_ts
 
-RESERVED_PREFIX = "conveyor/"
 REPLAYABLE = ("failed", "cancelled")  # the runs replay_run sends back to the queue
 WORKER_BEAT = 10.0  # seconds between a worker's "alive" beats
 WORKER_TTL = 3 * WORKER_BEAT + 5  # a worker not heard from for this long is taken for gone
 RUN_STATUSES = frozenset(s.value for s in RunStatus)
-MAX_NAME = 256  # characters in an event name or id
 
 
 class Engine:
@@ -86,34 +84,6 @@ class Engine:
                 self._synced = version
 
     # ---- intake -------------------------------------------------------------------------------
-
-    def make_event(self, name: Any, data: Any, event_id: Any, trace: str | None = None) -> NewEvent:
-        """A checked event to store. Its trace context is the current span's (the runs it starts
-        join that trace), else ``trace``: the sender's ``traceparent`` (an HTTP request's header)."""
-        if not isinstance(name, str) or not name.strip():
-            raise InvalidInput("an event name must be a non-empty string")
-        if name.startswith(RESERVED_PREFIX):
-            raise InvalidInput(f"event names starting with {RESERVED_PREFIX!r} are reserved for Conveyor")
-        if data is None:
-            data = {}
-        if not isinstance(data, dict):
-            raise InvalidInput(f"event data must be a JSON object (a dict), got {type(data).__name__}")
-        if event_id is None:
-            event_id = new_id()
-        elif not isinstance(event_id, str) or not event_id:
-            raise InvalidInput("an event id must be a non-empty string")
-        for what, text in (("name", name), ("id", event_id)):
-            if len(text) > MAX_NAME:
-                raise InvalidInput(f"an event {what} must be at most {MAX_NAME} characters")
-            if "\x00" in text:
-                raise InvalidInput(f"an event {what} must not contain NUL characters")
-        payload = codec.dumps(data, what=f"the data of event {name!r}")
-        for what, text in (("name", name), ("id", event_id), ("data", payload)):
-            try:
-                text.encode()
-            except UnicodeEncodeError:
-                raise InvalidInput(f"the event {what} is not valid Unicode (a lone surrogate)") from None
-        return NewEvent(event_id, name, payload, time.time(), tracing.current_traceparent() or trace)
 
     def send(self, events: Sequence[NewEvent]) -> list[str]:
         self.ready()

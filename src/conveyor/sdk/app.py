@@ -13,6 +13,7 @@ from typing import Any, overload
 
 from conveyor.cron import parse_cron, zone
 from conveyor.engine.engine import Engine
+from conveyor.engine.events import make_event
 from conveyor.engine.registry import FunctionDef, Registry
 from conveyor.errors import ConfigError, InvalidInput
 from conveyor.observability.hooks import Hooks
@@ -223,7 +224,7 @@ class Conveyor(ServesPush):
         if self._producer is not None:
             return self._producer.send(name, data, id=id)
         engine = self._engine()
-        return engine.send([engine.make_event(name, data, id)])[0]
+        return engine.send([make_event(name, data, id)])[0]
 
     def send_many(self, events: Iterable[Event]) -> list[str]:
         """Store many events in one transaction; returns their ids in order.
@@ -237,7 +238,7 @@ class Conveyor(ServesPush):
         for ev in events:
             if not isinstance(ev, Event):
                 raise InvalidInput(f"send_many takes conveyor.Event objects, got {type(ev).__name__}")
-            batch.append(engine.make_event(ev.name, ev.data, ev.id))
+            batch.append(make_event(ev.name, ev.data, ev.id))
         return engine.send(batch) if batch else []
 
     # ---- inspecting and operating ---------------------------------------------------------------

@@ -21,7 +21,7 @@ from email.utils import parsedate_to_datetime
 from typing import Any, TypeVar
 from urllib.parse import quote
 
-from conveyor.engine.engine import Engine
+from conveyor.engine.events import make_event
 from conveyor.errors import (
     ConfigError,
     ConveyorError,
@@ -46,14 +46,6 @@ MAX_EVENT_DATA = 1024 * 1024  # bytes of JSON data per event (the server's limit
 PAGE = 500  # runs per page (the server's maximum)
 RETRIED_STATUSES = frozenset({429, 502, 503, 504})
 REFUSED_STATUSES = frozenset({429, 503})  # the server did not apply the request
-
-_VALIDATOR = object.__new__(Engine)  # Engine.make_event validates and encodes; it uses no engine state
-
-
-def make_event(name: Any, data: Any, event_id: Any) -> NewEvent:
-    """Validate and encode an event exactly as the engine does (id generated if absent)."""
-    return _VALIDATOR.make_event(name, data, event_id)
-
 
 # ---- the retry loop, free of I/O ----------------------------------------------------------------
 

@@ -21,6 +21,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from conveyor.engine.engine import Engine
+from conveyor.engine.events import make_event
 from conveyor.errors import ConveyorError, DatabaseUnavailable, InvalidInput
 from conveyor.observability.hooks import EventsRejected, Hooks
 from conveyor.observability.tracing import valid_traceparent
@@ -47,7 +48,7 @@ class Intake:
         self.max_commit = max_commit
         self.backlog_every = backlog_every
         # SQLite has one writer: commits in parallel would only queue for its lock
-        self.parallel = 1 if engine.storage.url.startswith("sqlite") else 2
+        self.parallel = engine.storage.parallel_writes
         self._queue: list[_Request] = []
         self._pending = 0
         self._wake: asyncio.Event | None = None
@@ -252,7 +253,7 @@ def _events(doc: Any, engine: Engine, max_batch: int, max_event_bytes: int, trac
         if "id" in item and item["id"] is None:
             raise InvalidInput(f"{where}: 'id' must be a non-empty string when given")
         try:
-            event = engine.make_event(item["name"], item.get("data"), item.get("id"), trace)
+            event = make_event(item["name"], item.get("data"), item.get("id"), trace)
         except InvalidInput as exc:
             raise InvalidInput(f"{where}: {exc}") from None
         if len(event.data) > max_event_bytes // 4 and len(event.data.encode()) > max_event_bytes:

@@ -197,6 +197,8 @@ class Storage(ABC):
     """A database that holds events, runs, steps, jobs and logs."""
 
     url: str
+    #: How many write transactions can usefully run at once (SQLite has one writer at a time).
+    parallel_writes: int = 1
 
     # ---- lifecycle ----------------------------------------------------------------------------
     @abstractmethod

@@ -40,6 +40,7 @@ except ImportError:  # pragma: no cover - exercised only without the extra
 
 class PostgresStorage(RelationalStorage):
     migrations_package = PACKAGE
+    parallel_writes = 2  # commits overlap their round trips; more only queue on the same rows
 
     def __init__(self, url: str, *, min_size: int = 1, max_size: int = 12, timeout: float = 10.0) -> None:
         if psycopg is None or psycopg_pool is None:
