@@ -9,9 +9,7 @@ the API (never a fixed sleep).
 from __future__ import annotations
 
 import re
-import subprocess
 import sys
-import time
 import uuid
 from dataclasses import dataclass, field
 from html import unescape
@@ -20,7 +18,7 @@ from typing import Any
 
 import httpx
 from tests.conftest import wait_until
-from tests.server.helpers import LISTENING, ROOT, Server, clean_env
+from tests.server.helpers import ROOT, Server, clean_env, start_server
 
 DEMO = ROOT / "tests" / "dashboard" / "demo_app.py"
 TERMINAL = {"completed", "failed", "cancelled"}
@@ -29,37 +27,9 @@ CSRF = re.compile(r'<meta name="csrf-token" content="([^"]+)">')
 
 def start_dev(db_url: str, workdir: Path, *args: str, token: str | None = None, timeout: float = 60.0) -> Server:
     """Start ``conveyor dev`` for the demo app on ``db_url``; return once ``/healthz`` answers."""
-    workdir.mkdir(parents=True, exist_ok=True)
-    n = len(list(workdir.glob("dev-*.err")))
-    log = workdir / f"dev-{n}.err"
     argv = [sys.executable, "-m", "conveyor.cli.main", "dev", f"{DEMO}:app", "--database", db_url, "--port", "0", *args]
-    env = clean_env(DEMO_FLAG=str(workdir / "flag"))
-    with open(log, "wb") as err, open(workdir / f"dev-{n}.out", "wb") as out:
-        proc = subprocess.Popen(argv, stdout=out, stderr=err, stdin=subprocess.DEVNULL, env=env, cwd=str(workdir))
-    deadline = time.monotonic() + timeout
-    try:
-        while True:
-            match = LISTENING.search(log.read_text(errors="replace"))
-            if match:
-                break
-            _alive(proc, log, deadline)
-        server = Server(match.group(1).rstrip("/"), proc, db_url, log, token=token)
-        while not server.healthy():
-            _alive(proc, log, deadline)
-        return server
-    except BaseException:
-        if proc.poll() is None:
-            proc.kill()
-        proc.wait()
-        raise
-
-
-def _alive(proc: subprocess.Popen[bytes], log: Path, deadline: float) -> None:
-    if proc.poll() is not None:
-        raise AssertionError(f"conveyor dev exited with {proc.returncode}:\n{log.read_text(errors='replace')[-5000:]}")
-    if time.monotonic() > deadline:
-        raise AssertionError(f"conveyor dev did not start:\n{log.read_text(errors='replace')[-5000:]}")
-    time.sleep(0.02)
+    return start_server(db_url, workdir, token=token, timeout=timeout, argv=argv,
+                        env=clean_env(DEMO_FLAG=str(workdir / "flag")))
 
 
 # ---- the API, to start runs and see how they end ----------------------------------------------------

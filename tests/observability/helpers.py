@@ -8,7 +8,6 @@ condition until a deadline.
 
 from __future__ import annotations
 
-import os
 import re
 import signal
 import subprocess
@@ -20,11 +19,9 @@ from pathlib import Path
 
 import httpx
 from prometheus_client.parser import text_string_to_metric_families
+from tests.server.helpers import Server, clean_env, start_server
 
-ROOT = Path(__file__).resolve().parent.parent.parent
 APP = f"{Path(__file__).resolve().parent / 'apps' / 'obs_app.py'}:app"
-_ENV_OUT = ("CONVEYOR_DATABASE_URL", "CONVEYOR_EVENT_KEYS", "CONVEYOR_API_TOKENS", "CONVEYOR_SIGNING_KEY",
-            "CONVEYOR_HOST", "CONVEYOR_PORT", "CONVEYOR_LOG_FORMAT", "CONVEYOR_LOG_LEVEL", "CONVEYOR_METRICS_HOST")
 
 
 @dataclass
@@ -68,28 +65,17 @@ def spawn(workdir: Path, *args: str, **env: str) -> Proc:
     workdir.mkdir(parents=True, exist_ok=True)
     n = len(list(workdir.glob("proc-*.err")))
     log = workdir / f"proc-{n}.err"
-    environ = {k: v for k, v in os.environ.items() if k not in _ENV_OUT}
-    environ.update(PYTHONUNBUFFERED="1", **env)
     with open(log, "wb") as err:
         proc = subprocess.Popen([sys.executable, "-m", "conveyor.cli.main", *args], stdout=subprocess.DEVNULL,
-                                stderr=err, stdin=subprocess.DEVNULL, env=environ, cwd=str(workdir))
+                                stderr=err, stdin=subprocess.DEVNULL, env=clean_env(**env), cwd=str(workdir))
     return Proc(proc, log)
 
 
-def start_dev(workdir: Path, db_url: str, *args: str, **env: str) -> tuple[Proc, str]:
+def start_dev(workdir: Path, db_url: str, *args: str, **env: str) -> tuple[Server, str]:
     """``conveyor dev`` of the test app on ``db_url``; the process and its URL once it answers."""
-    proc = spawn(workdir, "dev", APP, "--database", db_url, "--port", "0", *args, **env)
-    url = proc.wait_for(r"listening on (http://[^\s\"]+)").group(1)
-    deadline = time.monotonic() + 30
-    while True:
-        try:
-            if httpx.get(url + "/healthz", timeout=5).status_code == 200:
-                return proc, url
-        except httpx.HTTPError:
-            pass
-        if time.monotonic() > deadline:
-            raise AssertionError(f"{url}/healthz never answered 200:\n{proc.stderr()[-4000:]}")
-        time.sleep(0.02)
+    argv = [sys.executable, "-m", "conveyor.cli.main", "dev", APP, "--database", db_url, "--port", "0", *args]
+    server = start_server(db_url, workdir, argv=argv, env=clean_env(**env))
+    return server, server.url
 
 
 class Scrape:

@@ -37,7 +37,8 @@ API_TOKEN = "at-secret"
 #: everything on the command line.
 _SERVER_ENV = (
     "CONVEYOR_DATABASE_URL", "CONVEYOR_EVENT_KEYS", "CONVEYOR_API_TOKENS", "CONVEYOR_SIGNING_KEY",
-    "CONVEYOR_SIGNING_KEY_FALLBACK", "CONVEYOR_HOST", "CONVEYOR_PORT",
+    "CONVEYOR_SIGNING_KEY_FALLBACK", "CONVEYOR_HOST", "CONVEYOR_PORT", "CONVEYOR_LOG_FORMAT", "CONVEYOR_LOG_LEVEL",
+    "CONVEYOR_METRICS_HOST",
 )
 
 
@@ -138,14 +139,16 @@ def start_server(
     token: str | None = None,
     env: dict[str, str] | None = None,
     timeout: float = 60.0,
+    argv: list[str] | None = None,
 ) -> Server:
-    """Start ``conveyor server`` on ``db_url`` with extra ``args``; return once /healthz is 200."""
+    """Start ``conveyor server`` on ``db_url`` with extra ``args`` (or the command ``argv``, e.g.
+    ``conveyor dev``); return once /healthz is 200."""
     workdir.mkdir(parents=True, exist_ok=True)
     n = len(list(workdir.glob("server-*.err")))
     log = workdir / f"server-{n}.err"
     with open(log, "wb") as err, open(workdir / f"server-{n}.out", "wb") as out:
         proc = subprocess.Popen(
-            server_argv(db_url, *args), stdout=out, stderr=err, stdin=subprocess.DEVNULL,
+            argv or server_argv(db_url, *args), stdout=out, stderr=err, stdin=subprocess.DEVNULL,
             env=env or clean_env(), cwd=str(workdir),
         )
     deadline = time.monotonic() + timeout
