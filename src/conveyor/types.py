@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from enum import StrEnum
@@ -202,3 +203,33 @@ def ts_from_datetime(when: datetime) -> float:
     if when.tzinfo is None:
         when = when.replace(tzinfo=UTC)
     return when.timestamp()
+
+
+LAST_TIME = 253402300799.0  # 9999-12-31T23:59:59Z: the last instant an ISO 8601 date can name
+_AGE = re.compile(r"(\d{1,9}(?:\.\d{1,6})?)\s*([smhdw])")
+_AGE_SECONDS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 7 * 86400}
+
+
+def parse_time(text: str, now: float) -> float:
+    """A point in time, as Unix seconds, from what a person or a client writes: an age before
+    ``now`` (``90s``, ``15m``, ``2h``, ``7d``, ``1w``), Unix seconds (never milliseconds), or ISO
+    8601 (UTC unless it names an offset). The one reading of ``since``/``until`` for the CLI, the
+    HTTP API and the dashboard; ``ValueError`` saying what is accepted for anything else."""
+    text = text.strip()
+    age = _AGE.fullmatch(text.lower())
+    if age:
+        ts = now - float(age.group(1)) * _AGE_SECONDS[age.group(2)]
+    else:
+        try:
+            ts = float(text)
+        except ValueError:
+            try:
+                ts = ts_from_datetime(datetime.fromisoformat(text))
+            except ValueError:
+                raise ValueError(
+                    f"{text[:40]!r} is not a time: use an age (90s, 15m, 2h, 7d), Unix seconds, "
+                    "or ISO 8601 (2026-12-01T08:00:00Z)"
+                ) from None
+    if not 0 <= ts <= LAST_TIME:  # NaN fails both
+        raise ValueError(f"{text[:40]!r} is out of range (from 1970 to the year 9999)")
+    return ts

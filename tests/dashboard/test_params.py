@@ -7,6 +7,7 @@ from datetime import UTC, datetime
 import pytest
 
 from conveyor.dashboard.params import BadInput, RunQuery, event_cursor, ident, run_query, time_range, when
+from conveyor.storage.base import EventCursor
 
 NOW = datetime(2025, 1, 31, 12, 0, tzinfo=UTC).timestamp()
 
@@ -15,12 +16,13 @@ NOW = datetime(2025, 1, 31, 12, 0, tzinfo=UTC).timestamp()
     ("90m", NOW - 5400), ("24h", NOW - 86400), ("7d", NOW - 7 * 86400), ("2w", NOW - 14 * 86400), ("30s", NOW - 30),
     ("2025-01-31T11:00", NOW - 3600), ("2025-01-31 11:00", NOW - 3600), ("2025-01-31T13:00+02:00", NOW - 3600),
     ("2025-01-31T11:00:00Z", NOW - 3600), ("2025-01-31", NOW - 12 * 3600), (str(NOW - 10), NOW - 10),
+    ("1.5h", NOW - 5400),
 ])
 def test_times(text: str, expected: float) -> None:
     assert when(text, NOW, name="since") == pytest.approx(expected)
 
 
-@pytest.mark.parametrize("text", ["yesterday", "1e400", "nan", "-1", "inf", "10000-01-01", "5y", "1.5h", "T12"])
+@pytest.mark.parametrize("text", ["yesterday", "1e400", "nan", "-1", "inf", "10000-01-01", "5y", "-2h", "T12"])
 def test_bad_times(text: str) -> None:
     with pytest.raises(BadInput):
         when(text, NOW, name="since")
@@ -49,7 +51,8 @@ def test_run_query_reads_and_links() -> None:
 
 def test_event_cursors() -> None:
     assert event_cursor(None) is None
-    assert event_cursor("1738324800.5~ev/1~x") == (1738324800.5, "ev/1~x")
+    assert event_cursor("1738324800.5~ev/1~x") == EventCursor(1738324800.5, "ev/1~x")
+    assert event_cursor(str(EventCursor(1738324800.5, "ev/1~x"))) == EventCursor(1738324800.5, "ev/1~x")
     for bad in ("x", "1.5", "1.5~", "nan~a", "inf~a", "~a"):
         with pytest.raises(BadInput):
             event_cursor(bad)

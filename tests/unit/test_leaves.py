@@ -29,3 +29,23 @@ def test_cron_accepts_standard_expressions(expr: str) -> None:
 def test_cron_rejects_malformed_expressions_clearly(expr: str) -> None:
     with pytest.raises(InvalidInput, match="cron expression"):
         parse_cron(expr)
+
+
+@pytest.mark.parametrize("text, expected", [
+    ("90s", 1_000_000 - 90), ("15m", 1_000_000 - 900), ("1.5h", 1_000_000 - 5400), ("7d", 1_000_000 - 7 * 86400),
+    ("30000000000", 30_000_000_000.0),  # Unix seconds, never milliseconds
+    ("2026-12-01T08:00:00Z", 1796112000.0), ("2026-12-01T08:00", 1796112000.0),  # naive is UTC
+    ("2026-12-01T09:00+01:00", 1796112000.0),
+])
+def test_parse_time_reads_ages_seconds_and_iso(text: str, expected: float) -> None:
+    from conveyor.types import parse_time
+
+    assert parse_time(text, 1_000_000.0) == expected
+
+
+@pytest.mark.parametrize("text", ["yesterday", "-5m", "-5", "12x", "nan", "inf", "1e400", "10000-01-01", ""])
+def test_parse_time_refuses_everything_else(text: str) -> None:
+    from conveyor.types import parse_time
+
+    with pytest.raises(ValueError, match="not a time|out of range"):
+        parse_time(text, 1_000_000.0)

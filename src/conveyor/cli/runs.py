@@ -4,15 +4,17 @@ from __future__ import annotations
 
 import argparse
 import json
-from datetime import UTC, datetime, timedelta
+import time
+from datetime import UTC, datetime
 
 from rich.text import Text
 
 from conveyor.cli import render
 from conveyor.cli.common import cli_app, database_parent, positive_int, stdout_console
 from conveyor.cli.watch import watch
+from conveyor.types import RunStatus, parse_time
 
-RUN_STATUSES = ("queued", "running", "waiting", "completed", "failed", "cancelled")
+RUN_STATUSES = tuple(s.value for s in RunStatus)
 
 
 def add_parser(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -25,7 +27,7 @@ def add_parser(commands: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     p.add_argument("--status", metavar="S", choices=RUN_STATUSES, help="only runs in this status")
     p.add_argument("--event", metavar="ID", help="only the runs this event started")
     p.add_argument("--since", metavar="WHEN", type=since_time,
-                   help="only runs created since then: an age (90s, 15m, 2h, 7d) or an ISO 8601 time")
+                   help="only runs created since then: an age (90s, 15m, 2h, 7d), Unix seconds, or an ISO 8601 time")
     p.add_argument("--limit", metavar="N", type=positive_int, default=50, help="default 50")
     p.add_argument("--json", action="store_true", help="print JSON instead of a table")
     p.set_defaults(handler=cmd_list)
@@ -128,28 +130,12 @@ def cmd_watch(args: argparse.Namespace) -> int:
     return 0 if run.status == "completed" else 1
 
 
-AGE_UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
-
-
 def since_time(text: str) -> datetime:
-    """An argparse type: ``15m``-style ages (s, m, h, d) before now, or an ISO 8601 time (UTC
-    unless it names an offset)."""
-    text = text.strip()
-    unit = AGE_UNITS.get(text[-1:].lower())
-    if unit is not None:
-        try:
-            amount = float(text[:-1])
-        except ValueError:
-            amount = -1.0
-        if not 0 <= amount <= 100 * 365 * 86400:
-            raise argparse.ArgumentTypeError(f"not an age like 90s, 15m, 2h or 7d: {text!r}")
-        return datetime.now(UTC) - timedelta(seconds=amount * unit)
+    """An argparse type: an age (90s, 15m, 2h, 7d), Unix seconds, or an ISO 8601 time."""
     try:
-        when = datetime.fromisoformat(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(
-            f"not an age (90s, 15m, 2h, 7d) or an ISO 8601 time (2026-12-01T08:00): {text!r}") from None
-    return when if when.tzinfo else when.replace(tzinfo=UTC)
+        return datetime.fromtimestamp(parse_time(text, time.time()), UTC)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
 
 
 def interval_seconds(text: str) -> float:

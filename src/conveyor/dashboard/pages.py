@@ -162,8 +162,7 @@ class Pages:
 
     # ---- events -----------------------------------------------------------------------------------
 
-    def events(self, name: str | None, cursor: tuple[float, str] | None, *, internal: bool) -> Page:
-        before = EventCursor(*cursor) if cursor else None
+    def events(self, name: str | None, before: EventCursor | None, *, internal: bool) -> Page:
         rows = self.storage.events_list(name, before, PAGE_SIZE + 1, internal=internal)
         more = len(rows) > PAGE_SIZE
         rows = rows[:PAGE_SIZE]
@@ -171,7 +170,7 @@ class Pages:
         for row in rows:
             runs = self.storage.runs_list(RunFilter(event_id=row.id, limit=RUNS_PER_EVENT))
             items.append({"event": _event_view(row, parse=False), "runs": [_item(r) for r in runs]})
-        return Page(items, f"{rows[-1].ts!r}~{rows[-1].id}" if more else None)
+        return Page(items, str(EventCursor(rows[-1].ts, rows[-1].id)) if more else None)
 
     def event(self, event_id: str) -> dict[str, Any]:
         row = self.storage.event_get(event_id)

@@ -7,22 +7,20 @@ cursor of the form the previous page gave). Unknown parameters are ignored.
 
 from __future__ import annotations
 
-import math
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass, fields, replace
-from datetime import UTC, datetime
 from typing import Any
 from urllib.parse import urlencode
 
-STATUSES = ("queued", "running", "waiting", "completed", "failed", "cancelled")
+from conveyor.storage.base import EventCursor
+from conveyor.types import RunStatus, parse_time
+
+STATUSES = tuple(s.value for s in RunStatus)
 #: The time windows offered by the runs page, in seconds.
 WINDOWS = {"15m": 900, "1h": 3600, "24h": 86400, "7d": 7 * 86400}
 MAX_TEXT = 300
 PAGE_SIZE = 50
-_UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 7 * 86400}
-_RELATIVE = re.compile(r"^(\d{1,6})\s*([smhdw])$")
-_LAST_TS = 253402300799.0  # 9999-12-31T23:59:59Z: the last instant an ISO date can name
 
 
 class BadInput(ValueError):
@@ -61,26 +59,11 @@ def status(params: Mapping[str, str]) -> str | None:
 
 
 def when(value: str, now: float, *, name: str) -> float:
-    """A point in time: ``90m`` / ``24h`` / ``7d`` ago, Unix seconds, or ISO 8601 (UTC unless
-    it names an offset)."""
-    relative = _RELATIVE.match(value.lower())
-    if relative:
-        return now - int(relative.group(1)) * _UNITS[relative.group(2)]
+    """A point in time (see :func:`conveyor.types.parse_time`), or a :class:`BadInput` naming ``name``."""
     try:
-        ts = float(value)
-    except ValueError:
-        try:
-            parsed = datetime.fromisoformat(value.replace(" ", "T", 1) if " " in value else value)
-        except ValueError:
-            raise BadInput(
-                f"{name} is not a time: use ISO 8601 (2025-01-31T14:00), Unix seconds, or an age like 90m, 24h, 7d"
-            ) from None
-        if parsed.tzinfo is None:
-            parsed = parsed.replace(tzinfo=UTC)
-        ts = parsed.timestamp()
-    if not math.isfinite(ts) or not 0 <= ts <= _LAST_TS:
-        raise BadInput(f"{name} is out of range")
-    return ts
+        return parse_time(value, now)
+    except ValueError as exc:
+        raise BadInput(f"{name}: {exc}") from None
 
 
 @dataclass(frozen=True, slots=True)
@@ -160,15 +143,11 @@ def cursor(params: Mapping[str, str], name: str = "cursor") -> str | None:
     return value
 
 
-def event_cursor(value: str | None) -> tuple[float, str] | None:
-    """An events page cursor ``<ts>~<id>``: the time and id of the last event shown."""
+def event_cursor(value: str | None) -> EventCursor | None:
+    """An events page cursor, as the page's "older" link gave it."""
     if value is None:
         return None
-    ts, sep, event_id = value.partition("~")
     try:
-        number = float(ts)
+        return EventCursor.parse(value)
     except ValueError:
-        number = math.nan
-    if not sep or not event_id or not math.isfinite(number):
-        raise BadInput("invalid cursor; follow the page's own links")
-    return number, event_id
+        raise BadInput("invalid cursor; follow the page's own links") from None

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from datetime import datetime
+import time
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Body, Depends, Query
@@ -16,7 +16,7 @@ from conveyor.server.auth import api_token
 from conveyor.server.errors import ApiError
 from conveyor.server.state import State, state
 from conveyor.storage.base import RunFilter
-from conveyor.types import ts_from_datetime
+from conveyor.types import parse_time
 
 log = logging.getLogger("conveyor.server")
 router = APIRouter(prefix="/api/v1", tags=["runs"], dependencies=[Depends(api_token)])
@@ -24,28 +24,18 @@ StateDep = Annotated[State, Depends(state)]
 Limit = Annotated[int, Query(ge=1, le=500, description="page size")]
 Cursor = Annotated[str | None, Query(max_length=300, description="the 'next' value of the previous page")]
 Id = Annotated[str | None, Query(max_length=300)]
-When = Annotated[str | None, Query(max_length=64, description="ISO 8601 (UTC unless it names an offset) or Unix "
-                                   "seconds; since: created at or after, until: created before")]
-LATEST = 253402300799.0  # 9999-12-31T23:59:59Z
+When = Annotated[str | None, Query(max_length=64, description="an age (2h, 7d), Unix seconds, or ISO 8601 (UTC "
+                                   "unless it names an offset); since: created at or after, until: created before")]
 
 
 def _ts(name: str, text: str | None) -> float | None:
-    """A time parameter as Unix seconds: a number is seconds (never milliseconds), anything else
-    ISO 8601; a bad one is a 400 that says which parameter and what it takes."""
+    """A time parameter as Unix seconds; a bad one is a 400 that says which and what it takes."""
     if text is None:
         return None
     try:
-        seconds = float(text)
-    except ValueError:
-        try:
-            return ts_from_datetime(datetime.fromisoformat(text))
-        except ValueError:
-            pass
-    else:
-        if 0 <= seconds <= LATEST:
-            return seconds
-    raise ApiError(400, "invalid_query", f"{name} must be an ISO 8601 time (2026-12-01T08:00:00Z) or Unix seconds "
-                   "between 0 and year 9999")
+        return parse_time(text, time.time())
+    except ValueError as exc:
+        raise ApiError(400, "invalid_query", f"{name}: {exc}") from None
 
 
 def _page(runs: list[Any], limit: int) -> str | None:

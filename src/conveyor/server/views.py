@@ -43,17 +43,13 @@ def log_line(record: dict[str, Any]) -> dict[str, Any]:
 
 
 def event_cursor(row: EventRow) -> str:
-    return f"{row.ts!r}~{row.id}"
+    return str(EventCursor(row.ts, row.id))
 
 
 def parse_event_cursor(text: str | None) -> EventCursor | None:
     if not text:
         return None
-    ts, sep, event_id = text.partition("~")
     try:
-        value = float(ts)
-    except ValueError:
-        value = float("nan")
-    if not sep or value != value or value in (float("inf"), float("-inf")):
-        raise ApiError(400, "invalid_query", "invalid cursor; pass the 'next' value of the previous page")
-    return EventCursor(value, event_id)
+        return EventCursor.parse(text)
+    except ValueError as exc:
+        raise ApiError(400, "invalid_query", str(exc)) from None

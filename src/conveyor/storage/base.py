@@ -9,6 +9,7 @@ Terminal states never change, and a finished step is never rewritten.
 
 from __future__ import annotations
 
+import math
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -138,10 +139,26 @@ class FunctionRow:
 
 @dataclass(frozen=True, slots=True)
 class EventCursor:
-    """Where a page of events (newest first) ends: the last event's time and id."""
+    """Where a page of events (newest first) ends: the last event's time and id. Its text,
+    ``<ts>~<id>``, is the ``next`` of the API's event pages and the dashboard's "older" link."""
 
     ts: float
     id: str
+
+    def __str__(self) -> str:
+        return f"{self.ts!r}~{self.id}"
+
+    @classmethod
+    def parse(cls, text: str) -> EventCursor:
+        """The cursor that ``str()`` gave, or ``ValueError``."""
+        ts, sep, event_id = text.partition("~")
+        try:
+            value = float(ts)
+        except ValueError:
+            value = math.nan
+        if not sep or not event_id or not math.isfinite(value):
+            raise ValueError("invalid cursor; pass the 'next' value of the previous page")
+        return cls(value, event_id)
 
 
 @dataclass(frozen=True, slots=True)
