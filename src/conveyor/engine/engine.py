@@ -18,7 +18,6 @@ from conveyor.errors import InvalidInput, InvalidState, NotFound
 from conveyor.executor import codec
 from conveyor.executor.invocation import Invocation, InvocationResult, Sink
 from conveyor.ids import new_id
-from conveyor.observability import tracing
 from conveyor.observability.hooks import EventsAccepted, Hooks
 from conveyor.records import Completed, Failed, LogRecord, NewEvent, Outcome, StepWrite
 from conveyor.storage.base import (
@@ -93,8 +92,9 @@ class Engine:
             self.hooks.emit(EventsAccepted(len(events)))
         return [e.id for e in events]
 
-    def start_run(self, function_id: str, data: Any, pool: str | None = None) -> str:
-        """Start a run of ``function_id`` (on ``pool`` rather than the function's own, if given)."""
+    def start_run(self, function_id: str, data: Any, pool: str | None = None, trace: str | None = None) -> str:
+        """Start a run of ``function_id`` (on ``pool`` rather than the function's own, if given),
+        in the trace ``trace`` (a W3C traceparent) if given."""
         self.ready()
         if self.registry.get(function_id) is None:
             raise NotFound(f"unknown function {function_id!r}")
@@ -102,7 +102,7 @@ class Engine:
             raise InvalidInput("pool must be a non-empty string")
         run_id = new_id()
         payload = codec.dumps({} if data is None else data, what=f"the data for {function_id!r}")
-        event = NewEvent(run_id, "conveyor/invoke", payload, time.time(), tracing.current_traceparent())
+        event = NewEvent(run_id, "conveyor/invoke", payload, time.time(), trace)
         self.storage.runs_start([DirectRun(run_id, function_id, event, pool)])
         self.storage.notify()
         return run_id

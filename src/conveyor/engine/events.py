@@ -1,4 +1,4 @@
-"""Events as the engine stores them: checked, encoded, stamped with the sender's trace.
+"""Events as the engine stores them: checked, encoded, carrying the sender's trace context.
 
 One function for every way in (``app.send``, HTTP intake, the HTTP producer's checks before
 it sends), so an event refused by one is refused by all, with the same message.
@@ -12,7 +12,6 @@ from typing import Any
 from conveyor.errors import InvalidInput
 from conveyor.executor import codec
 from conveyor.ids import new_id
-from conveyor.observability import tracing
 from conveyor.records import NewEvent
 
 RESERVED_PREFIX = "conveyor/"  # names of Conveyor's own events
@@ -20,8 +19,8 @@ MAX_NAME = 256  # characters in an event name or id
 
 
 def make_event(name: Any, data: Any, event_id: Any, trace: str | None = None) -> NewEvent:
-    """A checked event to store. Its trace context is the current span's (the runs it starts
-    join that trace), else ``trace``: the sender's ``traceparent`` (an HTTP request's header)."""
+    """A checked event to store. ``trace`` is the sender's W3C ``traceparent``: the runs it starts
+    join that trace (the caller reads it from its current span, or an HTTP request's header)."""
     if not isinstance(name, str) or not name.strip():
         raise InvalidInput("an event name must be a non-empty string")
     if name.startswith(RESERVED_PREFIX):
@@ -45,4 +44,4 @@ def make_event(name: Any, data: Any, event_id: Any, trace: str | None = None) ->
             text.encode()
         except UnicodeEncodeError:
             raise InvalidInput(f"the event {what} is not valid Unicode (a lone surrogate)") from None
-    return NewEvent(event_id, name, payload, time.time(), tracing.current_traceparent() or trace)
+    return NewEvent(event_id, name, payload, time.time(), trace)

@@ -16,6 +16,7 @@ from conveyor.engine.engine import Engine
 from conveyor.engine.events import make_event
 from conveyor.engine.registry import FunctionDef, Registry
 from conveyor.errors import ConfigError, InvalidInput
+from conveyor.observability import tracing
 from conveyor.observability.hooks import Hooks
 from conveyor.scheduler.ticker import CronTicker, Schedule
 from conveyor.sdk.function import Function, default_id
@@ -224,7 +225,7 @@ class Conveyor(ServesPush):
         if self._producer is not None:
             return self._producer.send(name, data, id=id)
         engine = self._engine()
-        return engine.send([make_event(name, data, id)])[0]
+        return engine.send([make_event(name, data, id, tracing.current_traceparent())])[0]
 
     def send_many(self, events: Iterable[Event]) -> list[str]:
         """Store many events in one transaction; returns their ids in order.
@@ -234,11 +235,12 @@ class Conveyor(ServesPush):
         if self._producer is not None:
             return self._producer.send_many(events)
         engine = self._engine()
+        trace = tracing.current_traceparent()
         batch = []
         for ev in events:
             if not isinstance(ev, Event):
                 raise InvalidInput(f"send_many takes conveyor.Event objects, got {type(ev).__name__}")
-            batch.append(make_event(ev.name, ev.data, ev.id))
+            batch.append(make_event(ev.name, ev.data, ev.id, trace))
         return engine.send(batch) if batch else []
 
     # ---- inspecting and operating ---------------------------------------------------------------

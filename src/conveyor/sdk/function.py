@@ -8,6 +8,7 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from conveyor.errors import RunFailed, RunTimeout
+from conveyor.observability import tracing
 from conveyor.types import Backoff, Concurrency
 
 if TYPE_CHECKING:
@@ -92,7 +93,8 @@ class Function:
     def invoke(self, data: Any = None, pool: str | None = None) -> RunHandle:
         """Start a run of this function with ``data`` as its event data (on ``pool`` rather than
         the function's own pool, if given: e.g. a push endpoint that serves background work)."""
-        return RunHandle(self.app, self.app._engine("invoke()").start_run(self.id, data, pool))
+        engine = self.app._engine("invoke()")
+        return RunHandle(self.app, engine.start_run(self.id, data, pool, tracing.current_traceparent()))
 
     async def ainvoke(self, data: Any = None, pool: str | None = None) -> RunHandle:
         return await asyncio.to_thread(self.invoke, data, pool)

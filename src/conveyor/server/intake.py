@@ -23,6 +23,7 @@ from typing import Any
 from conveyor.engine.engine import Engine
 from conveyor.engine.events import make_event
 from conveyor.errors import ConveyorError, DatabaseUnavailable, InvalidInput
+from conveyor.observability import tracing
 from conveyor.observability.hooks import EventsRejected, Hooks
 from conveyor.observability.tracing import valid_traceparent
 from conveyor.records import NewEvent
@@ -194,7 +195,8 @@ def parse_events(
     try:
         doc = _json(body)
         count = len(doc) if isinstance(doc, list) and doc else 1
-        return _events(doc, engine, max_batch, max_event_bytes, valid_traceparent(traceparent))
+        trace = tracing.current_traceparent() or valid_traceparent(traceparent)
+        return _events(doc, engine, max_batch, max_event_bytes, trace)
     except (ApiError, ConveyorError) as exc:
         rejected(engine.hooks, exc, count)
         raise
