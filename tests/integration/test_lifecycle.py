@@ -73,3 +73,22 @@ def test_a_running_worker_is_in_the_registry_until_it_stops(app) -> None:
     finally:
         worker.stop(grace=5)
     assert app._engine().workers() == []
+
+
+def test_a_running_worker_keeps_beating_in_the_registry(app, wait_until) -> None:
+    """Not only the entry written at start: while it serves, the worker's entry is written
+    again every interval (a dead worker is one whose entry stopped moving)."""
+
+    @app.function()
+    def noop(ctx):
+        return None
+
+    worker = app.worker(concurrency=1)
+    worker.presence.interval = 0.05
+    worker.start()
+    try:
+        [first] = app._engine().workers()
+        wait_until(lambda: app._engine().workers()[0].seen_at > first.seen_at, timeout=20,
+                   message="a second beat of the worker's registry entry")
+    finally:
+        worker.stop(grace=5)

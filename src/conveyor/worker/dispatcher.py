@@ -33,7 +33,7 @@ import time
 from collections.abc import Sequence
 from typing import Any
 
-from conveyor.engine.engine import WORKER_BEAT, Engine
+from conveyor.engine.engine import Engine
 from conveyor.ids import new_id
 from conveyor.observability.hooks import DeliveryFailed
 from conveyor.push.protocol import PushResult
@@ -44,6 +44,7 @@ from conveyor.types import Backoff
 from conveyor.worker.committer import Committer
 from conveyor.worker.delivery import Courier, DeliveryError, EndpointState, FailureCounter, Flight, GroupAck
 from conveyor.worker.http import HttpClient
+from conveyor.worker.presence import Presence
 
 log = logging.getLogger(__name__)
 DEFAULT_RETRY_BACKOFF = Backoff(base=1.0, cap=60.0, factor=2.0, jitter=0.5)
@@ -93,6 +94,7 @@ class Dispatcher:
         self._refreshed = 0.0
         self._pools: tuple[str, ...] | None = None  # the pools of the endpoints, as last told the registry
         self._started_at = 0.0
+        self.presence = Presence(engine, self.name, self._registry_row)  # the dashboard's list of workers
 
     @property
     def ready(self) -> bool:
@@ -148,10 +150,7 @@ class Dispatcher:
         if not self._loop.is_running():
             self._loop.close()
         self._listener.close()
-        try:
-            self.engine.worker_gone(self.name)
-        except Exception:  # the database is away: the registry forgets us when we stop beating
-            log.debug("could not deregister push dispatcher %s", self.name, exc_info=True)
+        self.presence.leave()
         if leftover:
             log.warning("push dispatcher %s released %d unfinished runs", self.name, len(leftover))
 
@@ -202,16 +201,14 @@ class Dispatcher:
         self._refreshed = time.monotonic()
         if pools != self._pools:  # the registry hears of a change at once, not at the next beat
             self._pools = pools
-            self._beat()
+            self.presence.announce()
 
-    def _beat(self) -> None:
-        """Tell the workers' registry that this dispatcher is alive, serving its endpoints' pools
-        (the dashboard and ``conveyor_workers`` count it)."""
+    def _registry_row(self) -> WorkerRow:
+        """This dispatcher as the workers' registry sees it: serving its endpoints' pools."""
         with self._lock:
             slots = sum(s.spec.concurrency for s in self._endpoints.values() if not s.removed)
-        self.engine.worker_alive(WorkerRow(
-            self.name, "dispatcher", socket.gethostname(), os.getpid(), self._pools or (), slots, self._started_at,
-        ))
+        return WorkerRow(self.name, "dispatcher", socket.gethostname(), os.getpid(), self._pools or (), slots,
+                         self._started_at)
 
     def _claim_round(self, rotation: int) -> tuple[bool, list[EndpointState]]:
         """Claim for every endpoint with free slots; (whether one got all it asked, those idle)."""
@@ -419,14 +416,9 @@ class Dispatcher:
 
     def _heartbeat_loop(self) -> None:
         interval = max(0.05, self.engine.lease / 3)
-        next_beat = time.monotonic() + WORKER_BEAT
-        while not self._stopped.wait(min(interval, WORKER_BEAT)):
-            if time.monotonic() >= next_beat and not self._stopping.is_set() and self._pools is not None:
-                next_beat = time.monotonic() + WORKER_BEAT
-                try:
-                    self._beat()
-                except Exception:
-                    log.debug("push dispatcher %s: registry beat failed", self.name, exc_info=True)
+        while not self._stopped.wait(min(interval, self.presence.interval)):
+            if not self._stopping.is_set() and self._pools is not None:
+                self.presence.beat_if_due()
             with self._lock:
                 leases = [(r, f.job.token) for r, f in self._inflight.items() if not f.lost]
             if not leases:

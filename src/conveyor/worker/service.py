@@ -23,7 +23,7 @@ from collections.abc import Sequence
 from concurrent.futures import Future
 from typing import Any
 
-from conveyor.engine.engine import WORKER_BEAT, Engine
+from conveyor.engine.engine import Engine
 from conveyor.executor.invocation import Invocation, InvocationResult
 from conveyor.executor.ops import LeaseLost
 from conveyor.ids import new_id
@@ -32,6 +32,7 @@ from conveyor.scheduler.maintenance import run_maintenance
 from conveyor.scheduler.ticker import CronTicker
 from conveyor.storage.base import ClaimedJob, JobResult, WorkerRow
 from conveyor.worker.committer import Committer
+from conveyor.worker.presence import Presence
 from conveyor.worker.threads import DaemonPool
 
 log = logging.getLogger(__name__)
@@ -56,6 +57,8 @@ class Worker:
         self.concurrency = concurrency
         self.poll_interval = poll_interval
         self.name = name or f"{socket.gethostname()}:{os.getpid()}:{new_id()[-6:]}"
+        self._started_at = 0.0
+        self.presence = Presence(engine, self.name, self._registry_row)  # the dashboard's list of workers
         self._inflight: dict[str, int] = {}  # run_id -> lease token, until the final commit lands
         self._executing = 0  # invocations running now: what the concurrency limit counts
         self._lost: set[str] = set()
@@ -98,7 +101,7 @@ class Worker:
         self._started = True
         self.engine.ready()
         self._started_at = time.time()
-        self._beat()
+        self.presence.announce()
         self._listener = self.engine.storage.listener()
         self._pool = DaemonPool(self.concurrency, "conveyor-run")
         self._committer.start()
@@ -160,10 +163,7 @@ class Worker:
             self._loop.call_soon_threadsafe(self._loop.stop)
         if self._listener is not None:
             self._listener.close()
-        try:
-            self.engine.worker_gone(self.name)
-        except Exception:  # the database is away: the registry forgets us when we stop beating
-            log.debug("could not deregister worker %s", self.name, exc_info=True)
+        self.presence.leave()
         if leftover:
             log.warning("worker %s released %d unfinished runs", self.name, len(leftover))
 
@@ -330,23 +330,15 @@ class Worker:
     def _maintenance_loop(self) -> None:
         run_maintenance(self.engine, self._stopping, self.housekeeping_interval, self.maintenance_interval)
 
-    def _beat(self) -> None:
-        """Tell the registry that this worker is alive (the dashboard and /metrics count it)."""
-        self.engine.worker_alive(WorkerRow(
-            self.name, "worker", socket.gethostname(), os.getpid(), tuple(self.pools), self.concurrency,
-            self._started_at,
-        ))
+    def _registry_row(self) -> WorkerRow:
+        return WorkerRow(self.name, "worker", socket.gethostname(), os.getpid(), tuple(self.pools), self.concurrency,
+                         self._started_at)
 
     def _heartbeat_loop(self) -> None:
         interval = max(0.05, self.engine.lease / 3)
-        next_beat = time.monotonic() + WORKER_BEAT
-        while not self._stopped.wait(min(interval, WORKER_BEAT)):
-            if time.monotonic() >= next_beat and not self._stopping.is_set():
-                next_beat = time.monotonic() + WORKER_BEAT
-                try:
-                    self._beat()
-                except Exception:
-                    log.debug("worker %s: registry beat failed", self.name, exc_info=True)
+        while not self._stopped.wait(min(interval, self.presence.interval)):
+            if not self._stopping.is_set():
+                self.presence.beat_if_due()
             with self._lock:
                 leases = [(r, t) for r, t in self._inflight.items() if r not in self._lost]
             if not leases:
