@@ -11,6 +11,7 @@ from __future__ import annotations
 import argparse
 import logging
 import os
+from collections.abc import Callable
 from typing import Any
 
 from rich.markup import escape
@@ -66,23 +67,31 @@ def _http_parent() -> argparse.ArgumentParser:
                    help="answer 429 to events while more than N jobs are due (default: no limit)")
     p.add_argument("--public-url", default=env("CONVEYOR_PUBLIC_URL"), metavar="URL",
                    help="the URL push endpoints use to reach this server (default: the bound address)")
-    p.add_argument("--read-timeout", type=float, default=env("CONVEYOR_READ_TIMEOUT", "10"), metavar="SECONDS",
-                   help="seconds a request's headers, or each chunk of its body, may take before a 408 "
-                   "(default $CONVEYOR_READ_TIMEOUT, then 10)")
-    for flag, what, default in LIMITS:
-        var = "CONVEYOR_" + flag.upper().replace("-", "_")
+    from conveyor.server.config import ServerConfig  # the defaults are the config's own
+
+    for flag, kind, what in SETTINGS:
+        name = flag.replace("-", "_")
+        var = "CONVEYOR_" + name.upper()
         # argparse applies the type to a default given as text: a bad variable is a usage error
-        p.add_argument(f"--{flag}", type=positive_int, default=env(var), metavar="N",
-                       help=f"{what} (default ${var}, then {default:,})")
+        p.add_argument(f"--{flag}", type=kind, default=env(var), metavar="N",
+                       help=f"{what} (default ${var}, then {getattr(ServerConfig, name):,})")
     return p
 
 
-#: Intake limits a deployment may change: (flag, meaning, default).
-LIMITS = (
-    ("max-event-bytes", "bytes of JSON in one event's data", 1024 * 1024),
-    ("max-body-bytes", "bytes in one request body", 16 * 1024 * 1024),
-    ("max-batch", "events in one request", 1000),
-    ("max-inflight-bytes", "bytes of request bodies read at once before intake answers 429", 256 * 1024 * 1024),
+def _seconds(text: str) -> float:
+    try:
+        return float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a number of seconds: {text!r}") from None
+
+
+#: Server settings a deployment may change: (flag, its type, its meaning); the defaults are ServerConfig's.
+SETTINGS: tuple[tuple[str, Callable[[str], Any], str], ...] = (
+    ("max-event-bytes", positive_int, "bytes of JSON in one event's data"),
+    ("max-body-bytes", positive_int, "bytes in one request body"),
+    ("max-batch", positive_int, "events in one request"),
+    ("max-inflight-bytes", positive_int, "bytes of request bodies read at once before intake answers 429"),
+    ("read-timeout", _seconds, "seconds a request's headers, or each chunk of its body, may take before a 408"),
 )
 
 
@@ -96,8 +105,7 @@ def _config(args: argparse.Namespace) -> Any:
         api_tokens=tuple(args.api_tokens) if args.api_tokens else keys_from_env("CONVEYOR_API_TOKENS"),
         signing_keys=tuple(k for k in (args.signing_key, args.signing_key_fallback) if k),
         max_backlog=args.max_backlog, public_url=args.public_url.rstrip("/") if args.public_url else None,
-        read_timeout=args.read_timeout,
-        **{flag.replace("-", "_"): value for flag, _, _ in LIMITS
+        **{flag.replace("-", "_"): value for flag, _, _ in SETTINGS
            if (value := getattr(args, flag.replace("-", "_"))) is not None},
     )
     config.check()

@@ -26,8 +26,8 @@ ENVELOPE = 64 * 1024  # an event's name, id and punctuation around its data
 
 class BodyLimit:
     def __init__(
-        self, app: ASGIApp, max_bytes: int, *, max_event_bytes: int | None = None, budget: int | None = None,
-        chunk_timeout: float = 30.0,
+        self, app: ASGIApp, max_bytes: int, *, chunk_timeout: float, max_event_bytes: int | None = None,
+        budget: int | None = None,
     ) -> None:
         self.app = app
         self.max_bytes = max_bytes
@@ -70,7 +70,8 @@ class BodyLimit:
         async def limited() -> Message:
             nonlocal seen, limit, single
             try:
-                message = await asyncio.wait_for(receive(), self.chunk_timeout)
+                async with asyncio.timeout(self.chunk_timeout):  # (no task per chunk, as wait_for makes)
+                    message = await receive()
             except TimeoutError:
                 raise ApiError(408, "timeout", f"the request body stalled for over {self.chunk_timeout:g} s") from None
             if message["type"] == "http.request":

@@ -17,8 +17,9 @@ from typing import Any
 
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
+from conveyor.server.config import ServerConfig
+
 MAX_HEAD_BYTES = 32 * 1024
-HEAD_TIMEOUT = 10.0  # seconds from a request's first byte (or the connection) to its blank line (default)
 
 
 def _response(status: str, code: str, message: str) -> bytes:
@@ -35,7 +36,7 @@ _MALFORMED = _response("400 Bad Request", "bad_request", "malformed HTTP request
 
 
 class HeadLimitedProtocol(HttpToolsProtocol):
-    head_timeout = HEAD_TIMEOUT  # the server sets its --read-timeout in a subclass
+    head_timeout = ServerConfig.read_timeout  # seconds to a request's blank line; the server's --read-timeout
     _in_head = True
     _head_bytes = 0
     _head_timer: asyncio.TimerHandle | None = None
