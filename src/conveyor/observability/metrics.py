@@ -118,7 +118,7 @@ class Metrics:
             hooks.subscribe_batch(StepRetrying, self._steps_retrying),
             hooks.subscribe(EventsAccepted, self._events_accepted),
             hooks.subscribe(EventsRejected, self._events_rejected),
-            hooks.subscribe(DeliveryFailed, self._delivery_failed),
+            hooks.subscribe_batch(DeliveryFailed, self._delivery_failed),
         ]
 
         def detach() -> None:
@@ -173,8 +173,12 @@ class Metrics:
     def _events_rejected(self, ev: EventsRejected) -> None:
         self.events_rejected.labels(ev.reason).inc(ev.count)
 
-    def _delivery_failed(self, ev: DeliveryFailed) -> None:
-        self.delivery_errors.labels(ev.pool, ev.reason).inc()
+    def _delivery_failed(self, events: Sequence[DeliveryFailed]) -> None:
+        per: dict[tuple[str, str], int] = {}
+        for ev in events:
+            per[ev.pool, ev.reason] = per.get((ev.pool, ev.reason), 0) + 1
+        for (pool, reason), n in per.items():
+            self.delivery_errors.labels(pool, reason).inc(n)
 
 
 def _count(cache: dict[str, Counter], parent: Counter, events: Sequence[_OfFunction]) -> None:

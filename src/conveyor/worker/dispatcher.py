@@ -245,7 +245,7 @@ class Dispatcher:
             except Exception as exc:  # e.g. a memo output's blob is missing: try again later
                 log.error("cannot prepare run %s for push: %s", job.run_id, exc,
                           extra={"function": job.function_id, "run_id": job.run_id})
-                self._emit_failure(state, job, "prepare", str(exc))
+                self._emit_failed(state, [job], "prepare", str(exc))
                 self._committer.submit(JobResult(job.run_id, job.token, job.function_id, release=True,
                                                  delay=self._failures.delay(self._failures.failed(job.run_id))))
                 continue
@@ -359,9 +359,9 @@ class Dispatcher:
     def _delivery_failed(self, state: EndpointState, flights: list[Flight], kind: str, reason: str) -> None:
         """Nothing to commit for these runs: release each (due again after a backoff), or fail it
         with ``DeliveryFailed`` after ``max_failures`` in a row. ``kind`` classifies ``reason``."""
+        self._report_failure(state, flights, kind, reason)
         for flight in flights:
             job = flight.job
-            self._emit_failure(state, job, kind, reason)
             n = self._failures.failed(job.run_id)
             if n >= self.max_failures:
                 self._failures.succeeded(job.run_id)
@@ -375,13 +375,23 @@ class Dispatcher:
             self._committer.submit(result)
         self._release_slot(state, len(flights))
 
-    def _emit_failure(self, state: EndpointState, job: ClaimedJob, kind: str, reason: str) -> None:
-        log.warning("push of run %s to %s failed (%s): %s", job.run_id, state.url, kind, reason,
-                    extra={"function": job.function_id, "run_id": job.run_id, "pool": state.spec.pool,
-                           "url": state.url})
+    def _report_failure(self, state: EndpointState, flights: list[Flight], kind: str, reason: str) -> None:
+        """One log line per failed delivery (not per run in it: an endpoint that is down would
+        flood the log), with the run's fields when it carried one; one emission for all its runs."""
+        jobs = [f.job for f in flights]
+        fields: dict[str, Any] = {"pool": state.spec.pool, "url": state.url}
+        if len(jobs) == 1:
+            fields.update(function=jobs[0].function_id, run_id=jobs[0].run_id)
+        shown = ", ".join(j.run_id for j in jobs[:3]) + (f" and {len(jobs) - 3} more" if len(jobs) > 3 else "")
+        log.warning("push of %d run(s) to %s failed (%s): %s; runs %s", len(jobs), state.url, kind, reason, shown,
+                    extra=fields)
+        self._emit_failed(state, jobs, kind, reason)
+
+    def _emit_failed(self, state: EndpointState, jobs: list[ClaimedJob], kind: str, reason: str) -> None:
         hooks = self.engine.hooks
         if hooks.wants(DeliveryFailed):
-            hooks.emit(DeliveryFailed(job.function_id, job.run_id, state.spec.pool, state.url, kind, reason))
+            hooks.emit_many([DeliveryFailed(j.function_id, j.run_id, state.spec.pool, state.url, kind, reason)
+                             for j in jobs])
 
     def _release_slot(self, state: EndpointState, n: int = 1) -> None:
         if n:
