@@ -6,6 +6,7 @@ reports into storage verbs, and storage applies them atomically and fenced.
 
 from __future__ import annotations
 
+import logging
 import threading
 import time
 from collections.abc import Sequence
@@ -33,6 +34,7 @@ from conveyor.storage.base import (
 from conveyor.storage.blobs import BlobStore
 from conveyor.types import Backoff, Progress, Run, RunStatus, StepRecord, utc_from_ts
 
+log = logging.getLogger(__name__)
 REPLAYABLE = ("failed", "cancelled")  # the runs replay_run sends back to the queue
 WORKER_BEAT = 10.0  # seconds between a worker's "alive" beats
 WORKER_TTL = 3 * WORKER_BEAT + 5  # a worker not heard from for this long is taken for gone
@@ -172,7 +174,10 @@ class Engine:
         The one commit path of pull workers, ``drain`` and the push dispatcher: what they
         committed is reported here (see :mod:`conveyor.engine.reporting`)."""
         accepted = self.storage.jobs_commit(results)
-        report_commit(self.hooks, results, accepted)
+        try:
+            report_commit(self.hooks, results, accepted)
+        except Exception:  # a reporting bug must not make the caller retry a batch already committed
+            log.exception("reporting a commit of %d results failed", len(results))
         return accepted
 
     def heartbeat(self, leases: Sequence[tuple[str, int]], lease: float | None = None) -> list[str]:
@@ -271,19 +276,14 @@ class Engine:
     def replay(self, run_id: str) -> None:
         """Send a failed or cancelled run back to the queue; it continues from the step where it
         stopped, with its finished steps kept (the same run id). The one rule for every caller."""
-        self._requeue(run_id, REPLAYABLE)
-
-    def _requeue(self, run_id: str, from_statuses: Sequence[str]) -> None:
         self.ready()
-        if self.storage.run_requeue(run_id, from_statuses):
+        if self.storage.run_requeue(run_id, REPLAYABLE):
             self.storage.notify()
             return
         row = self.storage.run_get(run_id)
         if row is None:
             raise NotFound(f"no run with id {run_id!r}")
-        raise InvalidState(
-            f"run {run_id} is {row.status}; only {', '.join(from_statuses)} runs can be re-run"
-        )
+        raise InvalidState(f"run {run_id} is {row.status}; only {', '.join(REPLAYABLE)} runs can be re-run")
 
     def prune(self, batch: int = 500) -> int:
         """Delete ended runs (completed, cancelled) older than the retention, and events that
