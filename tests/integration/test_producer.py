@@ -318,6 +318,8 @@ def test_management_calls(server: Server, db_app: Any, make_producer: Any) -> No
     assert {r.id for r in producer.list_runs(since=hour_ago)} == {r.id for r in db_app.list_runs(since=hour_ago)}
     assert {r.id for r in producer.list_runs(since=hour_ago)} == {ok_run, bad_run}
     assert producer.list_runs(since=future) == db_app.list_runs(since=future) == []
+    assert [r.id for r in producer.list_runs(event_id=ok)] == [r.id for r in db_app.list_runs(event_id=ok)] == [ok_run]
+    assert producer.list_runs(event_id=ok, status="failed") == db_app.list_runs(event_id=ok, status="failed") == []
     with pytest.raises(InvalidInput):
         db_app.list_runs(since="yesterday")
     assert producer.redrive([bad_run]) == [bad_run]

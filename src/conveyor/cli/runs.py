@@ -60,14 +60,8 @@ def add_parser(commands: argparse._SubParsersAction[argparse.ArgumentParser]) ->
 def cmd_list(args: argparse.Namespace) -> int:
     app = cli_app(args)
     try:
-        if args.event:
-            runs = [r for r in app.runs_for_event(args.event)
-                    if (args.function is None or r.function_id == args.function)
-                    and (args.status is None or r.status == args.status)
-                    and (args.since is None or (r.created_at is not None and r.created_at >= args.since))]
-            runs = runs[:args.limit]
-        else:
-            runs = app.list_runs(function=args.function, status=args.status, limit=args.limit, since=args.since)
+        runs = app.list_runs(function=args.function, status=args.status, limit=args.limit, since=args.since,
+                             event_id=args.event)
     finally:
         app.close()
     console = stdout_console()

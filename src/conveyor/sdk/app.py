@@ -258,16 +258,17 @@ class Conveyor(ServesPush):
 
     def list_runs(
         self, function: str | None = None, status: str | None = None, limit: int = 100, *,
-        since: datetime | None = None,
+        since: datetime | None = None, event_id: str | None = None,
     ) -> list[Run]:
         """Runs, newest first, optionally only those created at or after ``since`` (a naive
-        datetime is UTC). Over HTTP: summaries, without steps; see get_run."""
+        datetime is UTC) or started by one event. Over HTTP: summaries, without steps; see get_run."""
         if since is not None and not isinstance(since, datetime):
             raise InvalidInput(f"since must be a datetime, got {type(since).__name__}")
         if self._producer is not None:
-            return self._producer.list_runs(function, status, limit, since=since)
+            return self._producer.list_runs(function, status, limit, since=since, event_id=event_id)
         after = None if since is None else ts_from_datetime(since)
-        return self._engine().list_runs(RunFilter(function=function, status=status, limit=limit, since=after))
+        return self._engine().list_runs(
+            RunFilter(function=function, status=status, limit=limit, since=after, event_id=event_id))
 
     def run_logs(self, run_id: str) -> list[dict[str, Any]]:
         """The records a run wrote through ``ctx.log``, oldest first."""

@@ -206,15 +206,15 @@ class Producer:
 
     def list_runs(
         self, function: str | None = None, status: str | None = None, limit: int = 100, *,
-        since: datetime | None = None,
+        since: datetime | None = None, event_id: str | None = None,
     ) -> list[Run]:
-        return self._drive(list_runs_op(function, status, limit, since))
+        return self._drive(list_runs_op(function, status, limit, since, event_id))
 
     async def alist_runs(
         self, function: str | None = None, status: str | None = None, limit: int = 100, *,
-        since: datetime | None = None,
+        since: datetime | None = None, event_id: str | None = None,
     ) -> list[Run]:
-        return await self._adrive(list_runs_op(function, status, limit, since))
+        return await self._adrive(list_runs_op(function, status, limit, since, event_id))
 
     def run_logs(self, run_id: str) -> list[dict[str, Any]]:
         return self._drive(logs_op(run_id))

@@ -330,9 +330,11 @@ def runs_for_event_op(event_id: str) -> Op[list[Run]]:
     return (yield from list_op("runs_for_event", "/api/v1/runs", "runs", {"event_id": event_id}, 10_000))
 
 
-def list_runs_op(function: str | None, status: str | None, limit: int, since: datetime | None = None) -> Op[list[Run]]:
+def list_runs_op(
+    function: str | None, status: str | None, limit: int, since: datetime | None = None, event_id: str | None = None,
+) -> Op[list[Run]]:
     after = None if since is None else datetime.fromtimestamp(ts_from_datetime(since), UTC).isoformat()
-    params = {"function": function, "status": status, "since": after}
+    params = {"function": function, "status": status, "since": after, "event_id": event_id}
     return (yield from list_op("list_runs", "/api/v1/runs", "runs", params, limit))
 
 
