@@ -79,7 +79,13 @@ def test_dev_metrics_agree_with_the_runs_the_database_holds(db_url: str, tmp_pat
             return rows[0][0] == 11  # 3 ok, 2 flaky, 2 doomed, 1 fan and its 3 squares
 
         wait_until(all_ended, 60, lambda: f"every run to end; dev stderr:\n{proc.stderr()[-3000:]}")
-        m = scrape(url + "/metrics")
+
+        def counted() -> Scrape | None:  # the counters move just after the commit the database shows
+            m = scrape(url + "/metrics")
+            completed = sum(m.by("conveyor_runs_completed_total", "function").values())
+            return m if completed + sum(m.by("conveyor_runs_failed_total", "function").values()) == 11 else None
+
+        m = wait_until(counted, 30, "the scrape to count every ended run")
     finally:
         code = proc.stop()
         parking.close()

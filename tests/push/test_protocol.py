@@ -30,6 +30,8 @@ from conveyor.records import (
 )
 from conveyor.types import Event
 
+TRACEPARENT = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"
+
 
 def test_a_request_round_trips() -> None:
     memo = {"a": MemoStep("a", "run", "completed", 1, '{"x":[1,2]}', None, None, 1, 10.0),
@@ -101,17 +103,21 @@ def test_malformed_requests_are_refused(raw: bytes) -> None:
         decode_request(raw)
 
 
-def test_wake_times_an_endpoint_reports_move_later_by_the_round_trip() -> None:
-    """The endpoint's clock lags the database's by the request's time in transit; shifting its
-    wake times by the round trip keeps sleeps and retries from waking early."""
-    from conveyor.records import Completed, StepWrite, Suspended
-    from conveyor.worker.delivery import never_early
+def test_the_protocol_carries_the_trace_both_ways() -> None:
+    inp = InvocationInput("r1", "f", Event(name="e", data={}, id="e1"), trace=TRACEPARENT)
+    [back] = decode_request(encode_request(PushRequest([inp], 1.0))).invocations
+    assert back.trace == TRACEPARENT
+    [untraced] = decode_request(encode_request(PushRequest([InvocationInput("r2", "f", Event(name="e"))], 1.0))
+                                ).invocations
+    assert untraced.trace is None
+    bad = encode_request(PushRequest([inp], 1.0)).replace(TRACEPARENT.encode(), b"00-nope")
+    with pytest.raises(ProtocolError, match="traceparent"):
+        decode_request(bad)
 
-    sleeping = PushResult("r1", [StepWrite("nap", "sleep", "sleeping", 1, 1, wake_at=100.0)], Suspended(100.0, "sleep"))
-    never_early(sleeping, 0.25)
-    assert sleeping.writes[0].wake_at == 100.25 and sleeping.outcome == Suspended(100.25, "sleep")
-    waiting = PushResult("r2", [], Suspended(None, "wait"))
-    assert never_early(waiting, 0.25).outcome == Suspended(None, "wait")  # woken by an event, not a time
-    done = PushResult("r3", [StepWrite("s", "run", "completed", 1, 1, output="1")], Completed("1"))
-    never_early(done, 0.25)
-    assert done.writes[0].wake_at is None and done.outcome == Completed("1")
+    child = NewChild("c1", "g", NewEvent("c1", "conveyor/map", "1", 1.0, TRACEPARENT), "split")
+    write = StepWrite("split", "map", "waiting", 0, 1, children=[child], children_total=1,
+                      events=[NewEvent("x", "sent", "{}", 1.0, TRACEPARENT), NewEvent("y", "sent", "{}", 1.0)])
+    [result] = decode_response(encode_response([PushResult("r1", [write], Suspended(None, "map"))]))
+    [w] = result.writes
+    assert w.children[0].event.trace == TRACEPARENT
+    assert [e.trace for e in w.events] == [TRACEPARENT, None]

@@ -14,49 +14,14 @@ from prometheus_client.parser import text_string_to_metric_families
 from tests.conftest import wait_until
 from tests.support.otel import named, one, parent_of, recording_spans, span_id, trace_ids
 
-from conveyor.executor.inputs import InvocationInput
-from conveyor.push.protocol import (
-    ProtocolError,
-    PushRequest,
-    PushResult,
-    decode_request,
-    decode_response,
-    encode_request,
-    encode_response,
-)
-from conveyor.records import NewChild, NewEvent, StepWrite, Suspended
-from conveyor.types import Event
-
 from .conftest import PushEnv
 from .harness import API_TOKEN
-
-TRACEPARENT = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"
 
 
 @pytest.fixture
 def spans() -> Iterator[InMemorySpanExporter]:
     with recording_spans() as exporter:
         yield exporter
-
-
-def test_the_protocol_carries_the_trace_both_ways() -> None:
-    inp = InvocationInput("r1", "f", Event(name="e", data={}, id="e1"), trace=TRACEPARENT)
-    [back] = decode_request(encode_request(PushRequest([inp], 1.0))).invocations
-    assert back.trace == TRACEPARENT
-    [untraced] = decode_request(encode_request(PushRequest([InvocationInput("r2", "f", Event(name="e"))], 1.0))
-                                ).invocations
-    assert untraced.trace is None
-    bad = encode_request(PushRequest([inp], 1.0)).replace(TRACEPARENT.encode(), b"00-nope")
-    with pytest.raises(ProtocolError, match="traceparent"):
-        decode_request(bad)
-
-    child = NewChild("c1", "g", NewEvent("c1", "conveyor/map", "1", 1.0, TRACEPARENT), "split")
-    write = StepWrite("split", "map", "waiting", 0, 1, children=[child], children_total=1,
-                      events=[NewEvent("x", "sent", "{}", 1.0, TRACEPARENT), NewEvent("y", "sent", "{}", 1.0)])
-    [result] = decode_response(encode_response([PushResult("r1", [write], Suspended(None, "map"))]))
-    [w] = result.writes
-    assert w.children[0].event.trace == TRACEPARENT
-    assert [e.trace for e in w.events] == [TRACEPARENT, None]
 
 
 def test_a_pushed_fan_out_is_one_trace_from_the_request_to_the_children_steps(
@@ -94,7 +59,9 @@ def test_failed_deliveries_are_counted_and_the_dispatcher_serves_its_pools(push_
     push_env.faults["live"].fail_next("500")
     run = push_env.wait(push_env.send("push.three", {"key": "m"}))
     assert run.status == "completed", run.error
-    m = metrics(push_env)
+    # the counters move just after the commit that push_env.wait saw
+    m = wait_until(lambda: (m := metrics(push_env)).get("conveyor_runs_completed_total") and m, 30,
+                   "the completed run counted")
     assert m["conveyor_push_delivery_errors_total"] == {(("pool", "live"), ("reason", "http_status")): 1}
     assert m["conveyor_runs_completed_total"] == {(("function", "three"),): 1}  # pushed and committed here
     assert m["conveyor_runs_started_total"] == {(("function", "three"),): 1}

@@ -47,5 +47,5 @@ def test_parse_time_reads_ages_seconds_and_iso(text: str, expected: float) -> No
 def test_parse_time_refuses_everything_else(text: str) -> None:
     from conveyor.types import parse_time
 
-    with pytest.raises(ValueError, match="not a time|out of range"):
+    with pytest.raises(ValueError, match=r"not a time|out of range"):
         parse_time(text, 1_000_000.0)
