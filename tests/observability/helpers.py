@@ -12,13 +12,13 @@ import re
 import signal
 import subprocess
 import sys
-import time
 from collections import defaultdict
 from dataclasses import dataclass
 from pathlib import Path
 
 import httpx
 from prometheus_client.parser import text_string_to_metric_families
+from tests.conftest import wait_until
 from tests.server.helpers import Server, clean_env, start_server
 
 APP = f"{Path(__file__).resolve().parent / 'apps' / 'obs_app.py'}:app"
@@ -35,17 +35,16 @@ class Proc:
         return self.log.read_text(errors="replace")
 
     def wait_for(self, pattern: str, timeout: float = 60.0) -> re.Match[str]:
-        """The first match of ``pattern`` on stderr, once it is there."""
-        deadline = time.monotonic() + timeout
-        while True:
-            match = re.search(pattern, self.stderr())
-            if match:
-                return match
+        """The first match of ``pattern`` on stderr, once it is there (failing at once if the
+        process exits first)."""
+
+        def found() -> re.Match[str] | None:
             if self.proc.poll() is not None:
                 raise AssertionError(f"exited with {self.proc.returncode} before {pattern!r}:\n{self.stderr()[-4000:]}")
-            if time.monotonic() > deadline:
-                raise AssertionError(f"no {pattern!r} within {timeout}s:\n{self.stderr()[-4000:]}")
-            time.sleep(0.02)
+            return re.search(pattern, self.stderr())
+
+        match: re.Match[str] = wait_until(found, timeout, lambda: f"{pattern!r} on stderr:\n{self.stderr()[-4000:]}")
+        return match
 
     def stop(self, timeout: float = 30.0) -> int:
         """SIGTERM, and the exit status (SIGKILL at the bound, then fail)."""
