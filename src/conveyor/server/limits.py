@@ -76,11 +76,12 @@ class BodyLimit:
                 raise ApiError(408, "timeout", f"the request body stalled for over {self.chunk_timeout:g} s") from None
             if message["type"] == "http.request":
                 chunk = message.get("body", b"")
-                start = chunk.lstrip().removeprefix(b"\xef\xbb\xbf").lstrip()  # after whitespace and a BOM
-                if single is not None and start:
-                    if start[:1] == b"{":  # one event: at most its data's limit and an envelope
-                        limit = min(limit, single)
-                    single = None
+                if single is not None:  # until the body's first character is known
+                    start = chunk.lstrip().removeprefix(b"\xef\xbb\xbf").lstrip()  # after whitespace and a BOM
+                    if start:
+                        if start[:1] == b"{":  # one event: at most its data's limit and an envelope
+                            limit = min(limit, single)
+                        single = None
                 seen += len(chunk)
                 if seen > limit:
                     raise ApiError(413, "too_large", f"the request body is over {limit} bytes")
