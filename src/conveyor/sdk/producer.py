@@ -48,6 +48,7 @@ from conveyor.observability.tracing import current_traceparent
 from conveyor.sdk.wire import (
     API_TOKEN_ENV,
     EVENT_KEY_ENV,
+    SERVER_URL_ENV,
     Attempt,
     Call,
     Op,
@@ -73,7 +74,6 @@ if TYPE_CHECKING:
 
 T = TypeVar("T")
 
-SERVER_URL_ENV = "CONVEYOR_SERVER_URL"
 DATABASE_ENV = "CONVEYOR_DATABASE_URL"
 USER_AGENT = "conveyor-producer"
 

@@ -25,13 +25,12 @@ from conveyor.errors import ConfigError, ConveyorError, InvalidInput
 from conveyor.ids import new_id
 from conveyor.push import protocol
 from conveyor.push.signing import HEADER, Verifier, sign
+from conveyor.sdk.wire import API_TOKEN_ENV, SERVER_URL_ENV
 
 if TYPE_CHECKING:
     from conveyor.sdk.app import Conveyor
 
 log = logging.getLogger(__name__)
-SERVER_URL_ENV = "CONVEYOR_SERVER_URL"
-API_TOKEN_ENV = "CONVEYOR_API_TOKEN"
 
 
 def endpoint_document(

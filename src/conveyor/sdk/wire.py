@@ -37,10 +37,11 @@ log = logging.getLogger(__name__)
 
 T = TypeVar("T")
 
+SERVER_URL_ENV = "CONVEYOR_SERVER_URL"
 EVENT_KEY_ENV = "CONVEYOR_EVENT_KEY"
 API_TOKEN_ENV = "CONVEYOR_API_TOKEN"
 EVENTS_PATH = "/api/v1/events"
-MAX_BATCH = 1000  # events per request (the server's limit)
+MAX_BATCH = 1000  # events per request (a server's default --max-batch)
 MAX_BODY = 8 * 1024 * 1024  # bytes per request; the server accepts 16 MiB
 MAX_EVENT_DATA = 1024 * 1024  # bytes of JSON data per event (the server's limit)
 PAGE = 500  # runs per page (the server's maximum)
