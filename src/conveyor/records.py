@@ -6,6 +6,10 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
+#: How the names of the events Conveyor makes itself begin (a map's children, invokes, cron
+#: ticks): applications may not send such names, and event listings can leave them out.
+INTERNAL_PREFIX = "conveyor/"
+
 
 @dataclass(slots=True)
 class MemoStep:

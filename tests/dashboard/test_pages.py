@@ -165,6 +165,9 @@ def test_events_page_shows_events_and_the_runs_they_started(demo: Demo) -> None:
     assert f'href="/runs/{demo.runs["order"]["id"]}"' in row and "process-order" in row and "s-completed" in row
     named = b.page("/events?name=report.requested")
     assert demo.events["report"] in named and demo.events["order"] not in named
+    # an internal name is listed when asked for, without ticking "Internal"
+    children = b.page("/events?name=" + quote("conveyor/map"))
+    assert f'href="/runs/{demo.runs["batch"]["id"]}.' in children and demo.events["report"] not in children
     event_page = b.page(f"/events/{demo.events['report']}")
     assert demo.runs["report"]["id"] in event_page and "monthly" in event_page
 

@@ -78,7 +78,7 @@ class PageRoutes:
             q = request.query_params
             name = params.text(q, "name")
             cursor = params.event_cursor(params.text(q, "cursor", limit=700))
-            internal = params.flag(q, "internal") is not None or (name or "").startswith("conveyor/")
+            internal = params.flag(q, "internal") is not None
             return {"name": name, "internal": internal, "first": cursor is None,
                     "page": self.pages.events(name, cursor, internal=internal)}
 

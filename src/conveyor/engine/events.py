@@ -12,9 +12,8 @@ from typing import Any
 from conveyor.errors import InvalidInput
 from conveyor.executor import codec
 from conveyor.ids import new_id
-from conveyor.records import NewEvent
+from conveyor.records import INTERNAL_PREFIX, NewEvent
 
-RESERVED_PREFIX = "conveyor/"  # names of Conveyor's own events
 MAX_NAME = 256  # characters in an event name or id
 
 
@@ -23,8 +22,8 @@ def make_event(name: Any, data: Any, event_id: Any, trace: str | None = None) ->
     join that trace (the caller reads it from its current span, or an HTTP request's header)."""
     if not isinstance(name, str) or not name.strip():
         raise InvalidInput("an event name must be a non-empty string")
-    if name.startswith(RESERVED_PREFIX):
-        raise InvalidInput(f"event names starting with {RESERVED_PREFIX!r} are reserved for Conveyor")
+    if name.startswith(INTERNAL_PREFIX):
+        raise InvalidInput(f"event names starting with {INTERNAL_PREFIX!r} are reserved for Conveyor")
     if data is None:
         data = {}
     if not isinstance(data, dict):

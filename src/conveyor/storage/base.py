@@ -357,8 +357,9 @@ class Storage(ABC):
         """Events newest first (by time, then id), optionally of one name, after a cursor.
 
         ``internal=False`` leaves out the events Conveyor makes itself (names starting with
-        ``conveyor/``: one per child of a map, per invoke, per cron tick), which can outnumber
-        the events applications send by far."""
+        :data:`conveyor.records.INTERNAL_PREFIX`: one per child of a map, per invoke, per cron
+        tick), which can outnumber the events applications send by far. It applies only when no
+        ``name`` is given: a name, internal or not, lists the events of that name."""
 
     @abstractmethod
     def pools_backlog(self, now: float) -> list[PoolBacklog]:

@@ -18,7 +18,7 @@ from typing import Any
 
 from conveyor.errors import NotFound
 from conveyor.ids import id_floor, new_id
-from conveyor.records import Completed, Failed, MemoStep, NewChild, NewEvent, StepWrite, Suspended
+from conveyor.records import INTERNAL_PREFIX, Completed, Failed, MemoStep, NewChild, NewEvent, StepWrite, Suspended
 from conveyor.storage.base import (
     ClaimedJob,
     DirectRun,
@@ -40,7 +40,6 @@ from conveyor.storage.sql import load_migrations, split_statements
 
 timezone_utc = UTC
 FAR_FUTURE = 1e15  # run_at of a job that waits for something else to wake it
-INTERNAL_PREFIX = "conveyor/"  # names of the events Conveyor makes itself (a map's children, cron ticks...)
 _dumps = json.JSONEncoder(separators=(",", ":")).encode
 
 
@@ -793,14 +792,12 @@ class RelationalStorage(Storage):
                     internal: bool = True) -> list[EventRow]:
         params = {"name": name, "ts": before.ts if before else None, "id": before.id if before else None,
                   "limit": limit}
-        if name is not None and not name.startswith(INTERNAL_PREFIX):
-            block = "events_named"  # an application's event name: its own index
-        elif name is None and not internal:
-            block = "events_sent"
-        elif name is not None and not internal:
-            return []  # an internal name, and internal events left out
+        if name is None:
+            block = "events_recent" if internal else "events_sent"
+        elif name.startswith(INTERNAL_PREFIX):
+            block = "events_recent"  # one of Conveyor's own names: asked for by name, so listed
         else:
-            block = "events_recent"
+            block = "events_named"  # an application's event name: its own index
         return [EventRow(*r) for r in self._listing(block, params)]
 
     def pools_backlog(self, now: float) -> list[PoolBacklog]:
