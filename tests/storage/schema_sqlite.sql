@@ -18,7 +18,7 @@ CREATE INDEX conveyor_jobs_due ON conveyor_jobs (pool, run_at);
 CREATE INDEX conveyor_logs_run ON conveyor_logs (run_id, id);
 CREATE INDEX conveyor_runs_children_status ON conveyor_runs (parent_id, status, parent_step, child_index) WHERE parent_id IS NOT NULL;
 CREATE INDEX conveyor_runs_function ON conveyor_runs (function_id, id);
-CREATE INDEX conveyor_runs_function_status ON conveyor_runs (function_id, status, id);
+CREATE INDEX conveyor_runs_function_failed ON conveyor_runs (function_id, id) WHERE status = 'failed';
 CREATE INDEX conveyor_runs_parent ON conveyor_runs (parent_id, parent_step, child_index) WHERE parent_id IS NOT NULL;
 CREATE INDEX conveyor_runs_status ON conveyor_runs (status, id);
 CREATE INDEX conveyor_runs_top ON conveyor_runs (id) WHERE parent_id IS NULL;

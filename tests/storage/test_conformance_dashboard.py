@@ -4,6 +4,7 @@ runs in one status, and events without the internal ones, by name, page after pa
 from __future__ import annotations
 
 import json
+import re
 import time
 
 import pytest
@@ -137,3 +138,32 @@ def test_a_time_window_applies_to_every_filter(backend: Storage) -> None:
 
 def _fields(flt: RunFilter) -> dict[str, object]:
     return {name: getattr(flt, name) for name in RunFilter.__dataclass_fields__}
+
+
+def _plan(backend: Storage, flt: RunFilter) -> str:
+    """How the database reads the runs of ``flt``: the query plan of the block runs_list picks."""
+    query = backend._runs_query(flt)  # type: ignore[attr-defined]
+    assert query is not None
+    block, params = query
+    sql = backend.q[block]  # type: ignore[attr-defined]
+    with backend._read() as conn:  # type: ignore[attr-defined]
+        if backend.url.startswith("sqlite"):
+            return " ".join(str(row[-1]) for row in conn.execute("EXPLAIN QUERY PLAN " + sql, params))
+        conn.execute("SET enable_seqscan = off")  # a handful of rows: a scan would be cheapest
+        try:
+            return " ".join(row[0] for row in conn.execute("EXPLAIN " + sql, params, prepare=False))
+        finally:
+            conn.execute("RESET enable_seqscan")
+
+
+@pytest.mark.parametrize(("status", "index"), [
+    ("failed", "conveyor_runs_function_failed"),  # dead letters: a partial index of failed runs only
+    ("queued", None),  # any other status: an index (the function's, with the status as a filter)
+])
+def test_a_functions_runs_in_one_status_are_read_on_an_index(backend: Storage, status: str,
+                                                              index: str | None) -> None:
+    backend.events_send([ev("go", f"e{i}") for i in range(3)])
+    plan = _plan(backend, RunFilter(function="one", status=status, limit=51))
+    assert "Seq Scan" not in plan and re.search(r"USING (COVERING )?INDEX|Index( Only)? Scan", plan), plan
+    if index is not None:
+        assert re.search(rf"\b{index}\b", plan), plan

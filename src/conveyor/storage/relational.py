@@ -619,6 +619,12 @@ class RelationalStorage(Storage):
         return None if row is None else RunRow(*row)
 
     def runs_list(self, flt: RunFilter) -> list[RunRow]:
+        query = self._runs_query(flt)
+        return [] if query is None else [RunRow(*row) for row in self._listing(*query)]
+
+    def _runs_query(self, flt: RunFilter) -> tuple[str, dict[str, Any]] | None:
+        """The block that lists these runs on the index that fits, and its parameters; None when
+        no run can match."""
         # a time window is a range of ids (they begin with their creation time)
         lo = "" if flt.since is None else id_floor(flt.since)
         hi = "~" if flt.until is None else id_floor(flt.until)
@@ -626,12 +632,12 @@ class RelationalStorage(Storage):
                              "lo": lo, "hi": hi, "lim": flt.limit, "top": int(flt.top_level)}
         if flt.parent_id is not None:
             if flt.top_level:
-                return []  # a parent's children are not top-level runs
+                return None  # a parent's children are not top-level runs
             p["ps"], p["ci"] = "", -1  # children come in item order, after the cursor's position
             if flt.before is not None:
                 at = self._row("run_position", (flt.before,))
                 if at is None or at[0] is None:
-                    return []
+                    return None
                 p["ps"], p["ci"] = at
             block = "runs_by_parent_status" if flt.status is not None else "runs_by_parent"
         else:
@@ -639,15 +645,15 @@ class RelationalStorage(Storage):
                 p["hi"] = min(hi, flt.before)
             if flt.event_id is not None:
                 block = "runs_by_event"
-            elif flt.function is not None and flt.status is not None:
-                block = "runs_by_function_status"
+            elif flt.function is not None and flt.status == "failed":
+                block = "runs_by_function_failed"  # its dead letters: a partial index of their own
             elif flt.function is not None:
-                block = "runs_by_function"
+                block = "runs_by_function"  # another status is a residual filter on the function's index
             elif flt.status is not None:
                 block = "runs_by_status"
             else:
                 block = "runs_top" if flt.top_level else "runs_all"
-        return [RunRow(*row) for row in self._listing(block, p)]
+        return block, p
 
     def steps_list(self, run_id: str) -> list[StepRow]:
         return [StepRow(*row) for row in self._rows("steps_list", (run_id,))]

@@ -281,15 +281,16 @@ ORDER BY parent_id, status, parent_step, child_index LIMIT %(lim)s::int;
 SELECT id, function_id, event_id, status, pool, output, error, parent_id, created_at, started_at, ended_at
 FROM conveyor_runs
 WHERE function_id = %(fn)s::text AND id < %(hi)s::text AND id >= %(lo)s::text
-  AND (%(top)s::int = 0 OR parent_id IS NULL)
+  AND (%(st)s::text IS NULL OR status = %(st)s::text) AND (%(top)s::int = 0 OR parent_id IS NULL)
 ORDER BY function_id DESC, id DESC LIMIT %(lim)s::int;
 
--- name: runs_by_function_status
+-- A function's dead letters: the status is written out, so the partial index applies.
+-- name: runs_by_function_failed
 SELECT id, function_id, event_id, status, pool, output, error, parent_id, created_at, started_at, ended_at
 FROM conveyor_runs
-WHERE function_id = %(fn)s::text AND status = %(st)s::text AND id < %(hi)s::text AND id >= %(lo)s::text
+WHERE function_id = %(fn)s::text AND status = 'failed' AND id < %(hi)s::text AND id >= %(lo)s::text
   AND (%(top)s::int = 0 OR parent_id IS NULL)
-ORDER BY function_id DESC, status DESC, id DESC LIMIT %(lim)s::int;
+ORDER BY function_id DESC, id DESC LIMIT %(lim)s::int;
 
 -- name: runs_by_status
 SELECT id, function_id, event_id, status, pool, output, error, parent_id, created_at, started_at, ended_at

@@ -247,14 +247,16 @@ ORDER BY parent_step, child_index LIMIT :lim;
 -- name: runs_by_function
 SELECT id, function_id, event_id, status, pool, output, error, parent_id, created_at, started_at, ended_at
 FROM conveyor_runs INDEXED BY conveyor_runs_function
-WHERE function_id = :fn AND id < :hi AND id >= :lo AND (:top = 0 OR parent_id IS NULL)
+WHERE function_id = :fn AND id < :hi AND id >= :lo AND (:st IS NULL OR status = :st)
+  AND (:top = 0 OR parent_id IS NULL)
 ORDER BY function_id DESC, id DESC LIMIT :lim;
 
--- name: runs_by_function_status
+-- A function's dead letters: the status is written out, so the partial index applies.
+-- name: runs_by_function_failed
 SELECT id, function_id, event_id, status, pool, output, error, parent_id, created_at, started_at, ended_at
-FROM conveyor_runs INDEXED BY conveyor_runs_function_status
-WHERE function_id = :fn AND status = :st AND id < :hi AND id >= :lo AND (:top = 0 OR parent_id IS NULL)
-ORDER BY function_id DESC, status DESC, id DESC LIMIT :lim;
+FROM conveyor_runs INDEXED BY conveyor_runs_function_failed
+WHERE function_id = :fn AND status = 'failed' AND id < :hi AND id >= :lo AND (:top = 0 OR parent_id IS NULL)
+ORDER BY function_id DESC, id DESC LIMIT :lim;
 
 -- name: runs_by_status
 SELECT id, function_id, event_id, status, pool, output, error, parent_id, created_at, started_at, ended_at

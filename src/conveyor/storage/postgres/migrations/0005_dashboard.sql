@@ -1,10 +1,12 @@
 -- Version 5: indexes for the dashboard's lists, so that no page walks a big table.
--- The two partial indexes leave out what would make them large and churn on every write:
--- child runs of fan-outs, and the internal events ('conveyor/map', 'conveyor/invoke', ...)
--- that fan-outs create one per child.
+-- The partial indexes leave out what would make them large and churn on every write:
+-- child runs of fan-outs, the internal events ('conveyor/map', 'conveyor/invoke', ...)
+-- that fan-outs create one per child, and runs that have not failed.
 
--- A function's runs in one status (a function's dead letters, its queued runs).
-CREATE INDEX conveyor_runs_function_status ON conveyor_runs (function_id, status, id);
+-- A function's dead letters. Failed only: an index keyed by status would be written on every
+-- status change of every run; a failed run changes status rarely (a redrive, a replay). A
+-- function's runs in another status walk the function's index with a residual filter.
+CREATE INDEX conveyor_runs_function_failed ON conveyor_runs (function_id, id) WHERE status = 'failed';
 
 -- Top-level runs, newest first: the runs page without filters.
 CREATE INDEX conveyor_runs_top ON conveyor_runs (id) WHERE parent_id IS NULL;
