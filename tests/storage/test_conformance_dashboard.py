@@ -6,11 +6,12 @@ from __future__ import annotations
 import json
 import re
 import time
+from typing import Any
 
 import pytest
 
 from conveyor.records import Failed, NewChild, NewEvent, StepWrite, Suspended
-from conveyor.storage.base import EventCursor, JobResult, RunFilter, Storage
+from conveyor.storage.base import EventCursor, FunctionSpec, JobResult, RunFilter, Storage
 
 
 def ev(name: str, id: str, ts: float | None = None) -> NewEvent:
@@ -140,11 +141,27 @@ def _fields(flt: RunFilter) -> dict[str, object]:
     return {name: getattr(flt, name) for name in RunFilter.__dataclass_fields__}
 
 
-def _plan(backend: Storage, flt: RunFilter) -> str:
-    """How the database reads the runs of ``flt``: the query plan of the block runs_list picks."""
-    query = backend._runs_query(flt)  # type: ignore[attr-defined]
-    assert query is not None
-    block, params = query
+def test_the_runs_of_a_page_of_events_come_in_one_query(backend: Storage) -> None:
+    backend.functions_sync([FunctionSpec("also", "default", ("go",), retries=3)])  # "go" starts two runs
+    backend.events_send([ev("go", "a"), ev("bg.go", "b"), ev("nobody.listens", "c")])
+    got = backend.runs_of_events(["a", "b", "c", "unknown"], 10)
+    assert list(got) == ["a", "b", "c", "unknown"]
+    assert [r.function_id for r in got["a"]] == [r.function_id for r in backend.runs_list(RunFilter(event_id="a"))]
+    assert sorted(r.function_id for r in got["a"]) == ["also", "one"]
+    assert [r.id for r in got["b"]] == [r.id for r in backend.runs_list(RunFilter(event_id="b"))]
+    assert got["c"] == [] and got["unknown"] == []
+    newest = backend.runs_of_events(["a", "b"], 1)
+    assert newest == {"a": backend.runs_list(RunFilter(event_id="a", limit=1)), "b": got["b"]}
+    assert backend.runs_of_events([], 10) == {}
+    # on the unique (event_id, function_id) index
+    index = r"USING INDEX sqlite_autoindex_conveyor_runs_\d \(event_id=\?\)" if backend.url.startswith("sqlite") \
+        else r"\bconveyor_runs_event_id_function_id_key\b"
+    plan = _plan(backend, "runs_of_events", (backend._array(["a", "b"]), 10))  # type: ignore[attr-defined]
+    assert re.search(index, plan), plan
+
+
+def _plan(backend: Storage, block: str, params: Any) -> str:
+    """How the database reads the rows of a block of its queries.sql, with these parameters."""
     sql = backend.q[block]  # type: ignore[attr-defined]
     with backend._read() as conn:  # type: ignore[attr-defined]
         if backend.url.startswith("sqlite"):
@@ -163,7 +180,8 @@ def _plan(backend: Storage, flt: RunFilter) -> str:
 def test_a_functions_runs_in_one_status_are_read_on_an_index(backend: Storage, status: str,
                                                               index: str | None) -> None:
     backend.events_send([ev("go", f"e{i}") for i in range(3)])
-    plan = _plan(backend, RunFilter(function="one", status=status, limit=51))
+    query = backend._runs_query(RunFilter(function="one", status=status, limit=51))  # type: ignore[attr-defined]
+    plan = _plan(backend, *query)
     assert "Seq Scan" not in plan and re.search(r"USING (COVERING )?INDEX|Index( Only)? Scan", plan), plan
     if index is not None:
         assert re.search(rf"\b{index}\b", plan), plan

@@ -1,6 +1,7 @@
 """What each page shows, read from the engine: blocking calls, made in a worker thread.
 
-Every read is an index lookup or a short index range: lists are pages of keyset
+Every read is an index lookup or a short index range, a fixed number per page (a page
+of events reads the runs of all its events in one query): lists are pages of keyset
 pagination (one row more than shown tells whether there is an older page), and the
 only counts are the per-function window counts (two index range scans, cached for
 :data:`STATS_TTL` seconds in the process) and each pool's due jobs.
@@ -166,10 +167,8 @@ class Pages:
         rows = self.storage.events_list(name, before, PAGE_SIZE + 1, internal=internal)
         more = len(rows) > PAGE_SIZE
         rows = rows[:PAGE_SIZE]
-        items = []
-        for row in rows:
-            runs = self.storage.runs_list(RunFilter(event_id=row.id, limit=RUNS_PER_EVENT))
-            items.append({"event": _event_view(row, parse=False), "runs": [_item(r) for r in runs]})
+        runs = self.storage.runs_of_events([row.id for row in rows], RUNS_PER_EVENT)  # one query for the page
+        items = [{"event": _event_view(row, parse=False), "runs": [_item(r) for r in runs[row.id]]} for row in rows]
         return Page(items, str(EventCursor(rows[-1].ts, rows[-1].id)) if more else None)
 
     def event(self, event_id: str) -> dict[str, Any]:

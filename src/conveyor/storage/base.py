@@ -288,6 +288,12 @@ class Storage(ABC):
     def runs_list(self, flt: RunFilter) -> list[RunRow]: ...
 
     @abstractmethod
+    def runs_of_events(self, event_ids: Sequence[str], limit_per_event: int) -> dict[str, list[RunRow]]:
+        """The runs each of these events started, newest first, at most ``limit_per_event`` of
+        each, in one query (a page of events shows them all). Every id given is a key: an event
+        that started no run (or is unknown) has an empty list."""
+
+    @abstractmethod
     def steps_list(self, run_id: str) -> list[StepRow]: ...
 
     @abstractmethod

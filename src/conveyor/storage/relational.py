@@ -655,6 +655,13 @@ class RelationalStorage(Storage):
                 block = "runs_top" if flt.top_level else "runs_all"
         return block, p
 
+    def runs_of_events(self, event_ids: Sequence[str], limit_per_event: int) -> dict[str, list[RunRow]]:
+        out: dict[str, list[RunRow]] = {event_id: [] for event_id in event_ids}
+        if out:
+            for row in self._rows("runs_of_events", (self._array(list(out)), limit_per_event)):
+                out[row[2]].append(RunRow(*row))
+        return out
+
     def steps_list(self, run_id: str) -> list[StepRow]:
         return [StepRow(*row) for row in self._rows("steps_list", (run_id,))]
 

@@ -227,6 +227,18 @@ WHERE event_id = :ev AND (:fn IS NULL OR function_id = :fn) AND (:st IS NULL OR 
   AND id < :hi AND id >= :lo AND (:top = 0 OR parent_id IS NULL)
 ORDER BY id DESC LIMIT :lim;
 
+-- The runs of a page of events, newest first, at most ? of each: one statement for the page,
+-- on the unique (event_id, function_id) index.
+-- name: runs_of_events
+SELECT id, function_id, event_id, status, pool, output, error, parent_id, created_at, started_at, ended_at
+FROM (
+    SELECT id, function_id, event_id, status, pool, output, error, parent_id, created_at, started_at, ended_at,
+           row_number() OVER (PARTITION BY event_id ORDER BY id DESC) AS n
+    FROM conveyor_runs WHERE event_id IN (SELECT value FROM json_each(?))
+)
+WHERE n <= ?
+ORDER BY event_id, id DESC;
+
 -- name: run_position
 SELECT parent_step, child_index FROM conveyor_runs WHERE id = ?;
 

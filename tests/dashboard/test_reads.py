@@ -1,0 +1,68 @@
+"""What the pages of :mod:`conveyor.dashboard.pages` read, on a real SQLite file: how many
+queries a page costs, and what it computes from what it read."""
+
+from __future__ import annotations
+
+import json
+import time
+from collections import Counter
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from tests.conftest import sqlite_url
+
+from conveyor.dashboard.pages import Pages
+from conveyor.engine.engine import Engine
+from conveyor.engine.registry import Registry
+from conveyor.records import NewEvent
+from conveyor.storage.base import FunctionSpec, Storage
+from conveyor.storage.factory import open_storage
+from conveyor.types import Backoff
+
+
+class Counted:
+    """A storage whose calls are counted by verb (the calls themselves go to the real one)."""
+
+    def __init__(self, storage: Storage) -> None:
+        self._storage = storage
+        self.calls: Counter[str] = Counter()
+
+    def __getattr__(self, name: str) -> Any:
+        value = getattr(self._storage, name)
+        if not callable(value):
+            return value
+
+        def call(*args: Any, **kwargs: Any) -> Any:
+            self.calls[name] += 1
+            return value(*args, **kwargs)
+
+        return call
+
+
+@pytest.fixture
+def storage(tmp_path: Path) -> Iterator[Counted]:
+    real = open_storage(sqlite_url(tmp_path / "dash.db"))
+    real.migrate()
+    real.functions_sync([FunctionSpec("one", "default", ("go",), retries=0),
+                         FunctionSpec("two", "default", ("go",), retries=0)])
+    yield Counted(real)
+    real.close()
+
+
+def pages_over(storage: Counted) -> Pages:
+    return Pages(Engine(storage, Registry(), backoff=Backoff()))  # type: ignore[arg-type]
+
+
+def test_a_page_of_events_reads_their_runs_in_one_query(storage: Counted) -> None:
+    now = time.time()
+    storage.events_send([NewEvent(f"e{i}", "go" if i % 2 else "nobody.listens", json.dumps({"i": i}), now + i)
+                         for i in range(20)])
+    storage.calls.clear()
+    page = pages_over(storage).events(None, None, internal=False)
+    assert storage.calls == {"events_list": 1, "runs_of_events": 1}
+    assert [item["event"]["id"] for item in page.items] == [f"e{i}" for i in reversed(range(20))]
+    for item in page.items:
+        started = sorted(r.row.function_id for r in item["runs"])
+        assert started == (["one", "two"] if int(item["event"]["id"][1:]) % 2 else []), item
