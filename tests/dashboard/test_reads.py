@@ -3,6 +3,7 @@ queries a page costs, and what it computes from what it read."""
 
 from __future__ import annotations
 
+import asyncio
 import json
 import time
 from collections import Counter
@@ -10,10 +11,13 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import httpx
 import pytest
+from fastapi import FastAPI
 from tests.conftest import sqlite_url
 
 from conveyor.dashboard.pages import Pages
+from conveyor.dashboard.routes import create_router
 from conveyor.engine.engine import Engine
 from conveyor.engine.registry import Registry
 from conveyor.records import NewEvent
@@ -66,3 +70,20 @@ def test_a_page_of_events_reads_their_runs_in_one_query(storage: Counted) -> Non
     for item in page.items:
         started = sorted(r.row.function_id for r in item["runs"])
         assert started == (["one", "two"] if int(item["event"]["id"][1:]) % 2 else []), item
+
+
+@pytest.mark.parametrize("path", ["/runs", "/dead-letters", "/runs?status=nonsense"])
+def test_a_live_refresh_does_not_read_the_function_ids_only_the_header_shows(storage: Counted, path: str) -> None:
+    app = FastAPI()
+    app.include_router(create_router(pages_over(storage).engine, api_tokens=(), auth=False))
+
+    async def get(headers: dict[str, str]) -> httpx.Response:
+        async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://dash") as client:
+            return await client.get(path, headers=headers)
+
+    whole = asyncio.run(get({}))
+    assert 'name="function"' in whole.text and storage.calls["functions_list"] == 1
+    storage.calls.clear()
+    live = asyncio.run(get({"X-Conveyor-Partial": "1"}))
+    assert live.status_code == whole.status_code and 'name="function"' not in live.text
+    assert storage.calls["functions_list"] == 0, storage.calls

@@ -19,7 +19,7 @@ from conveyor.dashboard.actions import REDRIVE_ALL_CAP, Actions, Login
 from conveyor.dashboard.pages import Pages
 from conveyor.dashboard.render import asset
 from conveyor.dashboard.session import Sessions
-from conveyor.dashboard.web import Refused, Web, known, refusal
+from conveyor.dashboard.web import Refused, Web, is_partial, known, refusal
 from conveyor.engine.engine import Engine
 from conveyor.errors import ConveyorError
 
@@ -60,15 +60,19 @@ class PageRoutes:
     async def runs(self, request: Request) -> Response:
         def load(now: float) -> dict[str, Any]:
             query = params.run_query(request.query_params)
-            return {"query": query, "page": self.pages.runs(query, now), "function_ids": self.pages.function_ids()}
+            return {"query": query, "page": self.pages.runs(query, now), **self._header(request)}
 
         return await self.web.page(request, "runs.html", "runs", load, on_bad=self._runs_bad_input)
 
     def _runs_bad_input(self, request: Request, message: str) -> dict[str, Any]:
         """The runs page with its filters as given, no rows, and the problem said above them."""
         given = {k: request.query_params.get(k, "")[:params.MAX_TEXT] or None for k in _RUN_FILTERS}
-        return {"query": params.RunQuery(**given), "page": None, "function_ids": self.pages.function_ids(),
-                "problem": message}
+        return {"query": params.RunQuery(**given), "page": None, "problem": message, **self._header(request)}
+
+    def _header(self, request: Request) -> dict[str, Any]:
+        """What the header's filters need: the function ids of its <select>; nothing for a live
+        refresh, which renders only the live block."""
+        return {} if is_partial(request) else {"function_ids": self.pages.function_ids()}
 
     async def run(self, request: Request, run_id: str) -> Response:
         return await self.web.page(request, "run.html", "runs", lambda now: self.pages.run(known(run_id, "run"), now))
@@ -93,7 +97,7 @@ class PageRoutes:
             q = request.query_params
             function, cursor = params.text(q, "function"), params.cursor(q)
             return {"function": function, "page": self.pages.dead_letters(function, cursor), "first": cursor is None,
-                    "function_ids": self.pages.function_ids(), "cap": REDRIVE_ALL_CAP}
+                    "cap": REDRIVE_ALL_CAP, **self._header(request)}
 
         return await self.web.page(request, "dead_letters.html", "dead-letters", load)
 

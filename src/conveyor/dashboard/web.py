@@ -54,7 +54,7 @@ class Web:
         session = self.session(request)
         if isinstance(session, Response):
             return session
-        partial = request.headers.get(PARTIAL_HEADER) == "1"
+        partial = is_partial(request)
         status = 200
         try:
             def read() -> tuple[float, dict[str, Any]]:
@@ -93,7 +93,7 @@ class Web:
         return self.login_first(request)
 
     def login_first(self, request: Request) -> Response:
-        if request.headers.get(PARTIAL_HEADER) == "1" or request.method != "GET":
+        if is_partial(request) or request.method != "GET":
             return render("error.html", self.context(request, None, status=401, title="Log in",
                                                       message="Your session has ended: log in again."), status=401)
         path = request.url.path + (f"?{request.url.query}" if request.url.query else "")
@@ -121,7 +121,7 @@ class Web:
                                 title=title or TITLES.get(exc.status, "Error"), query_text=query)
         headers = {"Retry-After": "1"} if exc.status == 503 else None
         response = render("error.html", context, status=exc.status, headers=headers,
-                          partial=request.headers.get(PARTIAL_HEADER) == "1")
+                          partial=is_partial(request))
         if session is not None and session.cookie is not None:
             self.set_session(request, response, session)
         return response
@@ -207,6 +207,12 @@ def flash_of(request: Request) -> tuple[str, str] | None:
         return None
     kind, _, message = unquote(raw)[:500].partition(":")
     return (kind if kind in ("ok", "error") else "ok", message) if message else None
+
+
+def is_partial(request: Request) -> bool:
+    """Whether the page's script asks for its live block only (a refresh): the page's header,
+    and what only the header shows, is not rendered."""
+    return request.headers.get(PARTIAL_HEADER) == "1"
 
 
 def https(request: Request) -> bool:
