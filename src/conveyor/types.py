@@ -66,6 +66,8 @@ class StepRecord:
     error: dict[str, Any] | None = None
     started_at: datetime | None = None
     ended_at: datetime | None = None
+    #: When a sleeping step wakes, a retrying one is tried again, a waiting one times out.
+    wake_at: datetime | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -154,6 +156,7 @@ class Run:
                     "error": s.error,
                     "started_at": ts(s.started_at),
                     "ended_at": ts(s.ended_at),
+                    "wake_at": ts(s.wake_at),
                 }
                 for s in self.steps
             ],

@@ -8,6 +8,7 @@ import json
 import time
 from collections import Counter
 from collections.abc import Iterator
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -20,8 +21,8 @@ from conveyor.dashboard.pages import Pages
 from conveyor.dashboard.routes import create_router
 from conveyor.engine.engine import Engine
 from conveyor.engine.registry import Registry
-from conveyor.records import NewEvent
-from conveyor.storage.base import FunctionSpec, Storage
+from conveyor.records import NewEvent, StepWrite, Suspended
+from conveyor.storage.base import FunctionSpec, JobResult, Storage
 from conveyor.storage.factory import open_storage
 from conveyor.types import Backoff
 
@@ -87,3 +88,19 @@ def test_a_live_refresh_does_not_read_the_function_ids_only_the_header_shows(sto
     live = asyncio.run(get({"X-Conveyor-Partial": "1"}))
     assert live.status_code == whole.status_code and 'name="function"' not in live.text
     assert storage.calls["functions_list"] == 0, storage.calls
+
+
+def test_the_run_page_reads_the_steps_once_and_shows_when_a_step_wakes(storage: Counted) -> None:
+    now = time.time()
+    storage.events_send([NewEvent("e", "go", "{}", now)])
+    job = next(j for j in storage.jobs_claim("w", ("default",), ["one"], 10, 30.0) if j.function_id == "one")
+    nap = StepWrite("nap", "sleep", "sleeping", 0, 0, wake_at=now + 3600, started_at=now)
+    assert storage.jobs_commit([JobResult(job.run_id, job.token, "one", steps=[nap],
+                                          outcome=Suspended(now + 3600, "sleep"))]) == [True]
+    storage.calls.clear()
+    page = pages_over(storage).run(job.run_id, now)
+    assert storage.calls["steps_list"] == 1, storage.calls
+    [bar] = page["timeline"].bars
+    assert bar.wake_at == pytest.approx(now + 3600)
+    [step] = page["run"].to_dict()["steps"]
+    assert step["wake_at"] == datetime.fromtimestamp(now + 3600, UTC).isoformat()

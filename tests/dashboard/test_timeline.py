@@ -16,8 +16,9 @@ def at(seconds: float | None) -> datetime | None:
     return None if seconds is None else datetime.fromtimestamp(T0 + seconds, UTC)
 
 
-def step(sid: str, start: float | None, end: float | None, status: str = "completed", kind: str = "run") -> StepRecord:
-    return StepRecord(sid, kind, status, 1, None, None, at(start), at(end))
+def step(sid: str, start: float | None, end: float | None, status: str = "completed", kind: str = "run",
+         wake: float | None = None) -> StepRecord:
+    return StepRecord(sid, kind, status, 1, None, None, at(start), at(end), at(wake))
 
 
 def test_bars_sit_on_one_axis_from_the_runs_creation() -> None:
@@ -33,13 +34,22 @@ def test_bars_sit_on_one_axis_from_the_runs_creation() -> None:
 
 
 def test_an_open_step_runs_to_now_and_a_pending_one_has_no_bar() -> None:
-    run = Run("r", "f", "e", "waiting", steps=[step("a", 0, 1), step("nap", 1, None, status="sleeping", kind="sleep"),
+    run = Run("r", "f", "e", "waiting", steps=[step("a", 0, 1),
+                                              step("nap", 1, None, status="sleeping", kind="sleep", wake=60),
                                               step("later", None, None, status="waiting")],
               created_at=at(0), started_at=at(0))
-    wf = waterfall(run, now=T0 + 4, wake={"nap": T0 + 60})
+    wf = waterfall(run, now=T0 + 4)
     _, nap, later = wf.bars
     assert nap.open and nap.width == pytest.approx(75) and nap.seconds == pytest.approx(3) and nap.wake_at == T0 + 60
     assert later.started is None and later.width == 0
+
+
+def test_only_a_step_that_still_sleeps_retries_or_waits_has_a_wake_up() -> None:
+    run = Run("r", "f", "e", "waiting", steps=[step("slept", 0, 1, kind="sleep", wake=1),
+                                              step("flaky", 1, None, status="retrying", wake=5)],
+              created_at=at(0), started_at=at(0))
+    slept, flaky = waterfall(run, now=T0 + 2).bars
+    assert slept.wake_at is None and flaky.wake_at == T0 + 5
 
 
 def test_a_run_without_times_has_an_empty_waterfall() -> None:

@@ -140,9 +140,6 @@ class Pages:
     def run(self, run_id: str, now: float) -> dict[str, Any]:
         run = self.engine.get_run(run_id)  # NotFound: a 404 page
         steps_cut = len(run.steps) > MAX_STEPS_SHOWN
-        wake: dict[str, float] = {}
-        if any(s.status in ("sleeping", "retrying", "waiting") for s in run.steps):
-            wake = {s.id: s.wake_at for s in self.storage.steps_list(run_id) if s.wake_at is not None}
         shown = run if not steps_cut else _with_steps(run, MAX_STEPS_SHOWN)
         event = self.storage.event_get(run.event_id)
         failed_children: list[RunItem] = []
@@ -151,7 +148,7 @@ class Pages:
             failed_children = [_item(r) for r in self.storage.runs_list(flt)]
         return {
             "run": run,
-            "timeline": waterfall(shown, now, wake),
+            "timeline": waterfall(shown, now),
             "steps_cut": steps_cut,
             "logs": self.storage.logs_list(run_id, MAX_LOG_LINES),
             "max_log_lines": MAX_LOG_LINES,

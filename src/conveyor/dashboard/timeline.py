@@ -11,6 +11,8 @@ from conveyor.types import Progress, Run, StepRecord
 
 MIN_WIDTH = 0.6  # percent: an instant step is still a visible tick
 OPEN_STATUSES = frozenset({"running", "retrying", "sleeping", "waiting"})
+#: The statuses of a step that has a time to wake at: asleep, to retry, waiting (until a timeout).
+WAKING_STATUSES = frozenset({"retrying", "sleeping", "waiting"})
 #: The order of a progress bar's segments: ended first, then what is still in flight.
 PROGRESS_ORDER = ("completed", "failed", "cancelled", "running", "waiting", "queued")
 
@@ -44,9 +46,8 @@ class Waterfall:
         return (self.end - self.start) if self.start is not None and self.end is not None else 0.0
 
 
-def waterfall(run: Run, now: float, wake: dict[str, float] | None = None) -> Waterfall:
+def waterfall(run: Run, now: float) -> Waterfall:
     """Bars for ``run.steps``, on one axis from the run's creation to its end (or ``now``)."""
-    wake = wake or {}
     times = [(ts_of(s.started_at), ts_of(s.ended_at)) for s in run.steps]
     starts = [t for t in (ts_of(run.created_at), ts_of(run.started_at), *(a for a, _ in times)) if t is not None]
     start = min(starts) if starts else None
@@ -58,14 +59,14 @@ def waterfall(run: Run, now: float, wake: dict[str, float] | None = None) -> Wat
     bars = []
     for seq, (step, (began, ended)) in enumerate(zip(run.steps, times, strict=True)):
         is_open = step.status in OPEN_STATUSES and ended is None
+        wake_at = ts_of(step.wake_at) if step.status in WAKING_STATUSES else None
         if began is None:
-            bars.append(Bar(step, seq, 0.0, 0.0, None, ended, None, is_open, wake.get(step.id)))
+            bars.append(Bar(step, seq, 0.0, 0.0, None, ended, None, is_open, wake_at))
             continue
         until = ended if ended is not None else (end if is_open else began)
         left = min(100.0 - MIN_WIDTH, 100.0 * (began - start) / span)
         width = max(MIN_WIDTH, min(100.0 - left, 100.0 * (until - began) / span))
-        bars.append(Bar(step, seq, round(left, 3), round(width, 3), began, ended, until - began, is_open,
-                        wake.get(step.id)))
+        bars.append(Bar(step, seq, round(left, 3), round(width, 3), began, ended, until - began, is_open, wake_at))
     ticks = [(100.0 * i / 4, "0" if i == 0 else duration(span * i / 4)) for i in range(5)]
     return Waterfall(bars, start, end, ticks)
 

@@ -204,10 +204,12 @@ class Engine:
     def _run(self, row: RunRow, *, with_steps: bool) -> Run:
         steps = []
         if with_steps:
+            last = 253402300799.0  # the end of year 9999, the last time a datetime holds (a sleep may go further)
             steps = [
                 StepRecord(
                     s.id, s.kind, s.status, s.attempts, codec.loads(self.blobs.resolve(s.output)), codec.loads(s.error),
                     utc_from_ts(s.started_at), utc_from_ts(s.ended_at),
+                    None if s.wake_at is None else utc_from_ts(min(s.wake_at, last)),
                 )
                 for s in self.storage.steps_list(row.id)
             ]

@@ -48,6 +48,7 @@ class Step(BaseModel):
     error: dict[str, Any] | None = None
     started_at: str | None = None
     ended_at: str | None = None
+    wake_at: str | None = None
 
 
 class ProgressOut(BaseModel):
