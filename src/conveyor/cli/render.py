@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 from collections.abc import Sequence
 from datetime import datetime
 from typing import Any
@@ -12,6 +11,7 @@ from rich.progress_bar import ProgressBar
 from rich.table import Table
 from rich.text import Text
 
+from conveyor import text
 from conveyor.types import Progress, Run, StepRecord
 
 STATUS_STYLES = {
@@ -34,16 +34,7 @@ def duration(start: datetime | None, end: datetime | None) -> str:
     """``12ms``, ``3.40s``, ``2m05s``, ``1h02m``; ``-`` when it has not started or ended."""
     if start is None or end is None:
         return "-"
-    seconds = max((end - start).total_seconds(), 0.0)
-    if seconds < 1:
-        return f"{seconds * 1000:.0f}ms"
-    if seconds < 60:
-        return f"{seconds:.2f}s"
-    minutes, secs = divmod(int(seconds), 60)
-    if minutes < 60:
-        return f"{minutes}m{secs:02d}s"
-    hours, minutes = divmod(minutes, 60)
-    return f"{hours}h{minutes:02d}m"
+    return text.duration((end - start).total_seconds(), compact=True)
 
 
 def timestamp(ts: datetime | None) -> str:
@@ -54,19 +45,13 @@ def truncate(value: Any, width: int = 60) -> str:
     """A one-line JSON rendering of ``value``, cut to ``width`` characters."""
     if value is None:
         return ""
-    text = value if isinstance(value, str) else json.dumps(value, default=str)
-    text = " ".join(text.split())
-    return text if len(text) <= width else text[: width - 1] + "…"
+    line = value if isinstance(value, str) else text.json_line(value)
+    return text.cut(" ".join(line.split()), width)
 
 
 def error_line(error: dict[str, Any] | None) -> str:
-    if not error:
-        return ""
-    kind = error.get("type") or "Error"
-    message = error.get("message") or ""
-    step = error.get("step_id")
-    where = f"[{step}] " if step else ""
-    return f"{where}{kind}: {message}"
+    """``[fetch] ValueError: the file is empty``: the step it happened in, then the error."""
+    return text.error_line(error, with_step=True)
 
 
 def _detail(output: Any, error: dict[str, Any] | None) -> Text:
@@ -234,7 +219,8 @@ PROGRESS_COUNTS = ("queued", "running", "waiting", "completed", "failed", "cance
 
 
 def seconds_text(seconds: float | None) -> str:
-    """``0.4s``, ``12s``, ``2m05s``, ``1h02m``; ``-`` when unknown."""
+    """An estimate or an offset: ``0.4s``, ``12s`` (no more precision than it has), then as a
+    duration: ``2m05s``, ``1h02m``; ``-`` when unknown."""
     if seconds is None:
         return "-"
     seconds = max(seconds, 0.0)
@@ -242,11 +228,7 @@ def seconds_text(seconds: float | None) -> str:
         return f"{seconds:.1f}s"
     if seconds < 60:
         return f"{seconds:.0f}s"
-    minutes, secs = divmod(round(seconds), 60)
-    if minutes < 60:
-        return f"{minutes}m{secs:02d}s"
-    hours, minutes = divmod(minutes, 60)
-    return f"{hours}h{minutes:02d}m"
+    return text.duration(seconds, compact=True)
 
 
 def rate_text(rate: float) -> str:
@@ -259,7 +241,7 @@ def rate_text(rate: float) -> str:
 
 
 def percent(progress: Progress) -> float:
-    return 100.0 * progress.ended / progress.total if progress.total else 0.0
+    return text.percent(progress.ended, progress.total)
 
 
 def progress_counts(progress: Progress) -> Text:

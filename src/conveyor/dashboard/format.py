@@ -14,6 +14,8 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
+from conveyor import text
+
 #: Characters of pretty JSON shown for one value (an output, an event's data, an error).
 MAX_JSON_CHARS = 20_000
 #: Characters of a one-line JSON preview in a table cell.
@@ -23,25 +25,10 @@ NONE = "\u2013"
 
 
 def duration(seconds: float | None) -> str:
-    """``0.42 s`` → ``420 ms``; ``75`` → ``1 m 15 s``; ``90000`` → ``1 d 1 h``."""
+    """``0.42`` → ``420 ms``; ``75`` → ``1 m 15 s``; ``90000`` → ``1 d 1 h`` (see :func:`conveyor.text.duration`)."""
     if seconds is None or math.isnan(seconds):
         return NONE
-    seconds = max(0.0, seconds)
-    if seconds < 0.0005:
-        return "<1 ms"
-    if seconds < 1:
-        return f"{seconds * 1000:.0f} ms"
-    if seconds < 10:
-        return f"{seconds:.2f} s"
-    if seconds < 60:
-        return f"{seconds:.1f} s"
-    whole = int(seconds)
-    for unit, size, sub, sub_size in (("d", 86400, "h", 3600), ("h", 3600, "m", 60), ("m", 60, "s", 1)):
-        if whole >= size:
-            major, rest = divmod(whole, size)
-            minor = rest // sub_size
-            return f"{major} {unit} {minor} {sub}" if minor else f"{major} {unit}"
-    return f"{whole} s"  # pragma: no cover - every whole >= 60 matched above
+    return text.duration(seconds)
 
 
 def age(then: float | None, now: float) -> str:
@@ -51,8 +38,8 @@ def age(then: float | None, now: float) -> str:
     delta = now - then
     if abs(delta) < 1:
         return "just now"
-    text = _coarse(abs(delta))
-    return f"{text} ago" if delta > 0 else f"in {text}"
+    span = _coarse(abs(delta))
+    return f"{span} ago" if delta > 0 else f"in {span}"
 
 
 def _coarse(seconds: float) -> str:
@@ -70,8 +57,8 @@ def utc(ts: float | None) -> str:
 
 
 def iso(ts: float | None) -> str:
-    """The machine-readable form, for ``<time datetime=...>``."""
-    return "" if ts is None else datetime.fromtimestamp(ts, UTC).isoformat(timespec="milliseconds")
+    """The machine-readable form, for ``<time datetime=...>`` (milliseconds: what every browser parses)."""
+    return "" if ts is None else text.iso(ts, "milliseconds")
 
 
 def clock(ts: float | None) -> str:
@@ -96,7 +83,7 @@ def percent(part: int, whole: int) -> str:
     """A failure rate: ``0 %``, ``0.4 %``, ``12 %``; a dash when there is nothing to divide."""
     if whole <= 0:
         return NONE
-    value = 100.0 * part / whole
+    value = text.percent(part, whole)
     if value == 0:
         return "0 %"
     if value < 10:
@@ -129,25 +116,17 @@ class JsonText:
 def pretty_json(value: Any, limit: int = MAX_JSON_CHARS) -> JsonText:
     """Indented JSON of ``value``, at most ``limit`` characters of it."""
     try:
-        text = json.dumps(value, indent=2, ensure_ascii=False, default=repr)
+        pretty = json.dumps(value, indent=2, ensure_ascii=False, default=repr)
     except (TypeError, ValueError):  # a circular structure, or keys JSON cannot hold
-        text = repr(value)
-    return JsonText(text[:limit], len(text))
+        pretty = repr(value)
+    return JsonText(pretty[:limit], len(pretty))
 
 
 def preview(value: Any, limit: int = MAX_PREVIEW_CHARS) -> str:
     """One line of JSON, cut with an ellipsis: a table cell's glimpse of a value."""
-    try:
-        text = json.dumps(value, ensure_ascii=False, separators=(", ", ": "), default=repr)
-    except (TypeError, ValueError):
-        text = repr(value)
-    return text if len(text) <= limit else text[: limit - 1] + "…"
+    return text.cut(text.json_line(value), limit)
 
 
 def error_line(error: dict[str, Any] | None) -> str:
     """``ValueError: the file is empty``: an error's one-line summary."""
-    if not error:
-        return ""
-    kind = str(error.get("type") or "Error")
-    message = str(error.get("message") or "")
-    return f"{kind}: {message}" if message else kind
+    return text.error_line(error)

@@ -17,10 +17,11 @@ from dataclasses import dataclass, field, replace
 from typing import Any, TypeVar
 from urllib.parse import quote
 
+from conveyor import text
 from conveyor.dashboard import params
 from conveyor.dashboard.format import MAX_PREVIEW_CHARS
 from conveyor.dashboard.params import PAGE_SIZE, RunQuery
-from conveyor.dashboard.timeline import progress_percent, progress_segments, waterfall
+from conveyor.dashboard.timeline import progress_segments, waterfall
 from conveyor.engine.engine import Engine
 from conveyor.errors import NotFound
 from conveyor.executor import codec
@@ -154,7 +155,7 @@ class Pages:
             "max_log_lines": MAX_LOG_LINES,
             "event": None if event is None else _event_view(event),
             "segments": progress_segments(run.progress) if run.progress else [],
-            "percent": progress_percent(run.progress) if run.progress else 0.0,
+            "percent": text.percent(run.progress.ended, run.progress.total) if run.progress else 0.0,
             "failed_children": failed_children,
         }
 
@@ -225,7 +226,7 @@ def _event_view(row: EventRow, *, parse: bool = True) -> dict[str, Any]:
     text as stored (compact already), not a parse of up to 1 MiB per row."""
     view: dict[str, Any] = {"id": row.id, "name": row.name, "ts": row.ts}
     if not parse:
-        view["preview"] = row.data if len(row.data) <= MAX_PREVIEW_CHARS else row.data[:MAX_PREVIEW_CHARS - 1] + "…"
+        view["preview"] = text.cut(row.data, MAX_PREVIEW_CHARS)
         return view
     try:
         view["data"] = codec.loads(row.data)

@@ -92,7 +92,3 @@ def progress_segments(progress: Progress) -> list[Segment]:
         out.append(Segment(status, n, round(left, 3), round(width, 3)))
         left += width
     return out
-
-
-def progress_percent(progress: Progress) -> float:
-    return 0.0 if progress.total <= 0 else 100.0 * progress.ended / progress.total

@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
 from typing import Any
 
+from conveyor import text
 from conveyor.executor import codec
 from conveyor.server.errors import ApiError
 from conveyor.storage.base import EventCursor, EventRow, FunctionRow
@@ -12,7 +12,7 @@ from conveyor.types import Run
 
 
 def iso(ts: float | None) -> str | None:
-    return None if ts is None else datetime.fromtimestamp(ts, UTC).isoformat()
+    return None if ts is None else text.iso(ts)
 
 
 def run_summary(run: Run) -> dict[str, Any]:
