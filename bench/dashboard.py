@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import hashlib
 import json
 import os
 import random
@@ -45,7 +44,6 @@ import httpx
 
 ROOT = Path(__file__).resolve().parent.parent
 DEFAULT_PG = os.environ.get("BENCH_PG_URL", "postgresql://postgres@127.0.0.1:5432/test")
-ALPHABET = "0123456789abcdefghjkmnpqrstvwxyz"
 SPAN = 6 * 86400.0  # runs are spread over the last six days (retention is seven)
 CHUNK = 50_000
 
@@ -82,19 +80,6 @@ FUNCTIONS = (
 EVENT_OF = {f.id: (f.triggers[0] if f.triggers else "conveyor/cron") for f in FUNCTIONS}
 
 
-def encode(ms: int, rand: int) -> str:
-    value = (ms << 80) | rand
-    out = []
-    for _ in range(26):
-        out.append(ALPHABET[value & 31])
-        value >>= 5
-    return "".join(reversed(out))
-
-
-def child_id(parent: str, step_id: str, index: int) -> str:
-    return f"{parent}.{hashlib.blake2b(step_id.encode(), digest_size=3).hexdigest()}.{index:09d}"
-
-
 @dataclass
 class Rows:
     """Rows of each table, flushed to the database in chunks."""
@@ -127,6 +112,8 @@ class Plan:
 
 def generate(n: int, now: float, seed: int = 7) -> Iterator[Rows | Plan]:
     """Yield chunks of rows, then the :class:`Plan`."""
+    from conveyor.ids import encode  # run ids as Conveyor makes them: by creation time
+
     rng = random.Random(seed)
     big, busy = (n * 20) // 100, n // 10  # the two fan-outs' children
     top = n - big - busy
@@ -142,7 +129,7 @@ def generate(n: int, now: float, seed: int = 7) -> Iterator[Rows | Plan]:
         fn = picks[i]
         if i in parents:
             fn = FUNCTIONS[5]
-        run_id = encode(int(ts * 1000), rng.getrandbits(79))
+        run_id = encode((int(ts * 1000) << 80) | rng.getrandbits(79))
         if i in parents:
             what, size = parents[i]
             setattr(plan, what, run_id)
@@ -199,6 +186,8 @@ def _top_run(rows: Rows, rng: random.Random, fn: Fn, run_id: str, ts: float, sta
 
 def _fanout(rows: Rows, rng: random.Random, run_id: str, ts: float, size: int, *, done: bool,
             now: float) -> Iterator[Rows]:
+    from conveyor.ids import child_id  # the ids a map gives its children
+
     fn, child_fn = FUNCTIONS[5], FUNCTIONS[6]
     event_id = f"cron/score-all/{int(ts)}"
     rows.events.append((event_id, "conveyor/cron", json.dumps({"function_id": fn.id}), ts, None))
@@ -323,6 +312,10 @@ def _progress(rows: Rows) -> None:
 
 
 def start_server(url: str, workdir: Path) -> tuple[subprocess.Popen[bytes], str]:
+    """A ``conveyor server`` without keys (the dashboard open, on 127.0.0.1), and its URL.
+
+    Its own: the tests' helper is not for benchmarks to import, and http_intake.Server starts
+    the server with an event key, which closes the dashboard to a client without a session."""
     env = {k: v for k, v in os.environ.items() if not k.startswith("CONVEYOR_")}
     log = workdir / "server.err"
     with open(log, "wb") as err:

@@ -21,21 +21,25 @@ def new_id() -> str:
         else:
             rand = int.from_bytes(os.urandom(10), "big") >> 1  # headroom for increments
         _last[0], _last[1] = ms, rand
-    return _encode((ms << 80) | (rand & ((1 << 80) - 1)))
+    return encode((ms << 80) | (rand & ((1 << 80) - 1)))
 
 
 def id_floor(ts: float) -> str:
     """The smallest id made at Unix time ``ts`` (or later): ``id >= id_floor(t)`` selects
     what was created since ``t``, on any index that orders by id."""
-    return _encode(max(0, int(ts * 1000)) << 80)
+    return encode(max(0, int(ts * 1000)) << 80)
 
 
-def _encode(value: int) -> str:
+def encode(value: int) -> str:
+    """A 128-bit id value (milliseconds << 80 | 80 random bits) as its 26 characters."""
     out = []
     for _ in range(26):
         out.append(_ALPHABET[value & 31])
         value >>= 5
     return "".join(reversed(out))
+
+
+_encode = encode  # its former, private name
 
 
 def child_id(parent_run_id: str, step_id: str, index: int) -> str:
