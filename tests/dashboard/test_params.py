@@ -6,7 +6,17 @@ from datetime import UTC, datetime
 
 import pytest
 
-from conveyor.dashboard.params import BadInput, RunQuery, event_cursor, ident, run_query, time_range, when
+from conveyor.dashboard.params import (
+    WINDOWS,
+    BadInput,
+    RunQuery,
+    event_cursor,
+    ident,
+    page_link,
+    run_query,
+    time_range,
+    when,
+)
 from conveyor.storage.base import EventCursor
 
 NOW = datetime(2025, 1, 31, 12, 0, tzinfo=UTC).timestamp()
@@ -47,6 +57,18 @@ def test_run_query_reads_and_links() -> None:
                 {"function": "a\x00"}, {"children": "maybe"}):
         with pytest.raises(BadInput):
             run_query(bad)
+
+
+def test_page_links_leave_out_what_has_no_value() -> None:
+    assert page_link("/events") == "/events"
+    assert page_link("/events", name=None, internal="1") == "/events?internal=1"
+    link = page_link("/dead-letters", function="a b/c&d", cursor="01x")
+    assert link == "/dead-letters?function=a+b%2Fc%26d&cursor=01x"
+
+
+@pytest.mark.parametrize("window", list(WINDOWS))
+def test_each_window_offered_is_its_length(window: str) -> None:
+    assert time_range(RunQuery(window=window), NOW) == (pytest.approx(NOW - WINDOWS[window].seconds), None)
 
 
 def test_event_cursors() -> None:

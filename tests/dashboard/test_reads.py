@@ -5,10 +5,12 @@ from __future__ import annotations
 
 import asyncio
 import json
+import re
 import time
 from collections import Counter
 from collections.abc import Iterator
 from datetime import UTC, datetime
+from html import unescape
 from pathlib import Path
 from typing import Any
 
@@ -17,11 +19,13 @@ import pytest
 from fastapi import FastAPI
 from tests.conftest import sqlite_url
 
+from conveyor.dashboard import pages
 from conveyor.dashboard.pages import Pages
+from conveyor.dashboard.params import WINDOWS
 from conveyor.dashboard.routes import create_router
 from conveyor.engine.engine import Engine
 from conveyor.engine.registry import Registry
-from conveyor.records import NewEvent, StepWrite, Suspended
+from conveyor.records import Failed, NewEvent, StepWrite, Suspended
 from conveyor.storage.base import FunctionSpec, JobResult, Storage
 from conveyor.storage.factory import open_storage
 from conveyor.types import Backoff
@@ -104,3 +108,33 @@ def test_the_run_page_reads_the_steps_once_and_shows_when_a_step_wakes(storage: 
     assert bar.wake_at == pytest.approx(now + 3600)
     [step] = page["run"].to_dict()["steps"]
     assert step["wake_at"] == datetime.fromtimestamp(now + 3600, UTC).isoformat()
+
+
+def test_the_pages_say_the_windows_and_the_cache_time_they_use(storage: Counted,
+                                                                monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(pages, "STATS_TTL", 3.0)
+    runs, functions = asyncio.run(_pages(storage, "/runs", "/"))
+    for value, window in WINDOWS.items():
+        assert f'<option value="{value}" >{window.label}</option>' in runs
+    assert "recomputed at most every 3 seconds" in functions
+
+
+async def _pages(storage: Counted, *paths: str) -> list[str]:
+    app = FastAPI()
+    app.include_router(create_router(pages_over(storage).engine, api_tokens=(), auth=False))
+    async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://dash") as client:
+        return [(await client.get(path)).text for path in paths]
+
+
+def test_the_pagers_of_events_and_dead_letters_keep_the_filters(storage: Counted) -> None:
+    now = time.time()
+    storage.events_send([NewEvent(f"e{i:02d}", "go", "{}", now + i) for i in range(55)])
+    jobs = storage.jobs_claim("w", ("default",), ["one"], 100, 30.0)
+    storage.jobs_commit([JobResult(j.run_id, j.token, "one", outcome=Failed({"type": "X"})) for j in jobs])
+    events, dead = asyncio.run(_pages(storage, "/events?name=go&internal=1", "/dead-letters?function=one"))
+    older = re.search(r'href="(/events\\?[^"]+)" rel="next"', events)
+    assert older and older.group(1).startswith("/events?name=go&amp;internal=1&amp;cursor="), older
+    older = re.search(r'href="(/dead-letters\\?[^"]+)" rel="next"', dead)
+    assert older and older.group(1).startswith("/dead-letters?function=one&amp;cursor="), older
+    rest, = asyncio.run(_pages(storage, unescape(older.group(1))))
+    assert rest.count('name="selected"') == 5 and 'rel="next"' not in rest

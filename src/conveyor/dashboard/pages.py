@@ -120,7 +120,7 @@ class Pages:
                         **{name: s.get(fid, empty) for name, s in stats.items()}})
         totals = {name: FunctionStats(sum(s.runs for s in st.values()), sum(s.failed for s in st.values()))
                   for name, st in stats.items()}
-        return {"functions": out, "totals": totals}
+        return {"functions": out, "totals": totals, "stats_ttl": self._stats.ttl}
 
     # ---- runs -------------------------------------------------------------------------------------
 

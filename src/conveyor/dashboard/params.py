@@ -17,8 +17,19 @@ from conveyor.storage.base import EventCursor
 from conveyor.types import RunStatus, parse_time
 
 STATUSES = tuple(s.value for s in RunStatus)
-#: The time windows offered by the runs page, in seconds.
-WINDOWS = {"15m": 900, "1h": 3600, "24h": 86400, "7d": 7 * 86400}
+
+
+@dataclass(frozen=True, slots=True)
+class Window:
+    """A time window the runs page offers: its length, and its name in the page's <select>."""
+
+    seconds: float
+    label: str
+
+
+#: The time windows offered by the runs page, by their value in the URL.
+WINDOWS = {"15m": Window(900, "Last 15 minutes"), "1h": Window(3600, "Last hour"),
+           "24h": Window(86400, "Last 24 hours"), "7d": Window(7 * 86400, "Last 7 days")}
 MAX_TEXT = 300
 PAGE_SIZE = 50
 
@@ -83,9 +94,7 @@ class RunQuery:
     def link(self, **changes: Any) -> str:
         """The runs page with these filters (and ``changes``), starting from the newest."""
         values = replace(self, **{"cursor": None, **changes})
-        pairs = [(f.name, getattr(values, f.name)) for f in fields(values)]
-        query = urlencode([(k, v) for k, v in pairs if v])
-        return "/runs" + (f"?{query}" if query else "")
+        return page_link("/runs", **{f.name: getattr(values, f.name) for f in fields(values)})
 
     @property
     def filtered(self) -> bool:
@@ -97,6 +106,13 @@ class RunQuery:
         """Whether child runs are left out: by default, unless a function, an event or a parent is
         chosen (a function's runs may all be children, of a map)."""
         return not (self.children or self.function or self.event or self.parent)
+
+
+def page_link(path: str, **params: str | None) -> str:
+    """A link to the page at ``path`` with these query parameters (those without a value left
+    out, the others in the order given): the pages' filters, and their pagers' cursors."""
+    query = urlencode([(name, value) for name, value in params.items() if value])
+    return path + (f"?{query}" if query else "")
 
 
 def run_query(params: Mapping[str, str]) -> RunQuery:
@@ -122,7 +138,7 @@ def flag(params: Mapping[str, str], name: str) -> str | None:
 
 def time_range(query: RunQuery, now: float) -> tuple[float | None, float | None]:
     """``(since, until)`` in Unix seconds: the later of the window and ``since``, and ``until``."""
-    starts = [now - WINDOWS[query.window]] if query.window else []
+    starts = [now - WINDOWS[query.window].seconds] if query.window else []
     if query.since:
         starts.append(when(query.since, now, name="since"))
     until = when(query.until, now, name="until") if query.until else None

@@ -18,10 +18,10 @@ from jinja2 import Environment, PackageLoader, StrictUndefined, select_autoescap
 from starlette.responses import HTMLResponse
 
 from conveyor.dashboard import format as fmt
-from conveyor.dashboard.params import STATUSES
+from conveyor.dashboard.params import STATUSES, WINDOWS, page_link
 
 PARTIAL_HEADER = "x-conveyor-partial"
-MACROS = ("badge", "when", "run_link", "json_block", "error_block", "run_table", "pager")
+MACROS = ("badge", "when", "run_link", "json_block", "error_block", "run_table", "pager", "function_select")
 #: Every dashboard response: no caching of live data, no framing (the actions are buttons),
 #: and no script, style or form target but this server's own files.
 SECURITY_HEADERS = {
@@ -57,7 +57,7 @@ def environment() -> Environment:
         percent=fmt.percent, rate=fmt.rate, pretty_json=fmt.pretty_json, preview=fmt.preview,
         error_line=fmt.error_line, urlid=_urlid, ts=fmt.ts_of,
     )
-    env.globals.update(age=fmt.age, statuses=STATUSES, asset=asset_url)
+    env.globals.update(age=fmt.age, statuses=STATUSES, windows=WINDOWS, page_link=page_link, asset=asset_url)
     macros = env.get_template("_macros.html").module  # badge, when, run_table...: in every template
     env.globals.update({name: getattr(macros, name) for name in MACROS})
     return env
