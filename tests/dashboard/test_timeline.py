@@ -30,7 +30,7 @@ def test_bars_sit_on_one_axis_from_the_runs_creation() -> None:
     assert (a.left, a.width) == (pytest.approx(10), pytest.approx(10))
     assert (nap.left, nap.width) == (pytest.approx(20), pytest.approx(70))
     assert b.left == pytest.approx(90) and b.width == MIN_WIDTH  # an instant step is still visible
-    assert [t for _, t in wf.ticks] == ["0", "2.50 s", "5.00 s", "7.50 s", "10.0 s"]
+    assert wf.ticks == ["0", "2.50 s", "5.00 s", "7.50 s", "10.0 s"]
 
 
 def test_an_open_step_runs_to_now_and_a_pending_one_has_no_bar() -> None:

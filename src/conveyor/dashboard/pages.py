@@ -13,7 +13,7 @@ import json
 import threading
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, replace
 from typing import Any, TypeVar
 from urllib.parse import quote
 
@@ -92,7 +92,6 @@ class Page:
 
     items: list[Any]
     next_cursor: str | None = None
-    extra: dict[str, Any] = field(default_factory=dict)
 
 
 class Pages:
@@ -132,8 +131,7 @@ class Pages:
         rows = self.storage.runs_list(flt)
         more = len(rows) > PAGE_SIZE
         rows = rows[:PAGE_SIZE]
-        return Page([_item(r) for r in rows], rows[-1].id if more else None,
-                    {"since": since, "until": until})
+        return Page([_item(r) for r in rows], rows[-1].id if more else None)
 
     def function_ids(self) -> list[str]:
         return [row.spec.id for row in self.storage.functions_list()]

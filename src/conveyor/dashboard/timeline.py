@@ -20,7 +20,6 @@ PROGRESS_ORDER = ("completed", "failed", "cancelled", "running", "waiting", "que
 @dataclass(frozen=True, slots=True)
 class Bar:
     step: StepRecord
-    seq: int
     left: float  # percent of the span from the run's creation
     width: float  # percent; 0 for a step that has not started
     started: float | None
@@ -39,7 +38,7 @@ class Waterfall:
     bars: list[Bar]
     start: float | None
     end: float | None
-    ticks: list[tuple[float, str]]  # (percent, label) along the time axis
+    ticks: list[str]  # labels of the time axis at 0, 25, 50, 75 and 100 % of the span
 
     @property
     def span(self) -> float:
@@ -57,17 +56,17 @@ def waterfall(run: Run, now: float) -> Waterfall:
     end = max(ends, default=start) if run.done else max(now, *ends)
     span = max(end - start, 1e-3)
     bars = []
-    for seq, (step, (began, ended)) in enumerate(zip(run.steps, times, strict=True)):
+    for step, (began, ended) in zip(run.steps, times, strict=True):
         is_open = step.status in OPEN_STATUSES and ended is None
         wake_at = ts_of(step.wake_at) if step.status in WAKING_STATUSES else None
         if began is None:
-            bars.append(Bar(step, seq, 0.0, 0.0, None, ended, None, is_open, wake_at))
+            bars.append(Bar(step, 0.0, 0.0, None, ended, None, is_open, wake_at))
             continue
         until = ended if ended is not None else (end if is_open else began)
         left = min(100.0 - MIN_WIDTH, 100.0 * (began - start) / span)
         width = max(MIN_WIDTH, min(100.0 - left, 100.0 * (until - began) / span))
-        bars.append(Bar(step, seq, round(left, 3), round(width, 3), began, ended, until - began, is_open, wake_at))
-    ticks = [(100.0 * i / 4, "0" if i == 0 else duration(span * i / 4)) for i in range(5)]
+        bars.append(Bar(step, round(left, 3), round(width, 3), began, ended, until - began, is_open, wake_at))
+    ticks = ["0" if i == 0 else duration(span * i / 4) for i in range(5)]
     return Waterfall(bars, start, end, ticks)
 
 

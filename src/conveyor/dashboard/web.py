@@ -109,7 +109,6 @@ class Web:
             "session": session,
             "csrf": self.sessions.csrf(session) if session is not None else "",
             "auth": self.sessions.required,
-            "path": request.url.path,
             "here": request.url.path + (f"?{request.url.query}" if request.url.query else ""),
             "nav": None, "now": _wall(), "flash": None, "query_text": "", "can_login": self.sessions.can_login,
             **extra,
