@@ -20,13 +20,13 @@ from fastapi import FastAPI
 from tests.conftest import sqlite_url
 
 from conveyor.dashboard import pages
-from conveyor.dashboard.pages import Pages
+from conveyor.dashboard.pages import Pages, RunItem
 from conveyor.dashboard.params import WINDOWS
 from conveyor.dashboard.routes import create_router
 from conveyor.engine.engine import Engine
 from conveyor.engine.registry import Registry
 from conveyor.records import Failed, NewEvent, StepWrite, Suspended
-from conveyor.storage.base import FunctionSpec, JobResult, Storage
+from conveyor.storage.base import FunctionSpec, JobResult, RunRow, Storage
 from conveyor.storage.factory import open_storage
 from conveyor.types import Backoff
 
@@ -138,3 +138,19 @@ def test_the_pagers_of_events_and_dead_letters_keep_the_filters(storage: Counted
     assert older and older.group(1).startswith("/dead-letters?function=one&amp;cursor="), older
     rest, = asyncio.run(_pages(storage, unescape(older.group(1))))
     assert rest.count('name="selected"') == 5 and 'rel="next"' not in rest
+
+
+def test_a_runs_duration_so_far_is_read_on_the_pages_clock() -> None:
+    running = RunItem(RunRow("r", "one", "e", "running", "default", None, None, None, 100.0, 101.0, None))
+    assert running.seconds(now=106.0) == 5.0  # the database's now, not this process's clock
+    ended = RunItem(RunRow("r", "one", "e", "completed", "default", None, None, None, 100.0, 101.0, 103.5))
+    assert ended.seconds(now=1e9) == 2.5
+    assert RunItem(RunRow("r", "one", "e", "queued", "default", None, None, None, 100.0, None, None)).seconds(0) is None
+
+
+def test_a_pool_link_leads_to_its_section_whatever_its_name(storage: Counted) -> None:
+    storage.functions_sync([FunctionSpec("odd", "a b/c#d", ("odd.go",), retries=0)])
+    functions, pools = asyncio.run(_pages(storage, "/", "/pools"))
+    target = re.search(r'href="/pools#([^"]+)">a b/c#d<', functions)
+    assert target and f'id="{target.group(1)}"' in pools, target
+    assert not re.search(r"\s", target.group(1))  # an id has no spaces

@@ -67,12 +67,12 @@ class RunItem:
     row: RunRow
     error: dict[str, Any] | None = None
 
-    @property
-    def seconds(self) -> float | None:
+    def seconds(self, now: float) -> float | None:
+        """How long it ran, or has run so far at ``now`` (the database's clock, as its times are)."""
         r = self.row
         if r.started_at is None:
             return None
-        return (r.ended_at if r.ended_at is not None else time.time()) - r.started_at
+        return (r.ended_at if r.ended_at is not None else now) - r.started_at
 
 
 def _item(row: RunRow) -> RunItem:
