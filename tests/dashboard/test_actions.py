@@ -10,6 +10,7 @@ from typing import Any
 
 import httpx
 import pytest
+from tests.conftest import wait_until
 
 from .conftest import Demo
 from .helpers import Browser, api_run, run_of, send, status_is, text_of
@@ -60,18 +61,21 @@ def test_redrive_selected_dead_letters(demo: Demo) -> None:
 
 def test_redrive_all_dead_letters_of_a_function(demo: Demo) -> None:
     runs = [run_of(demo.server, send(demo.server, "report.requested", {"template": "weekly"})) for _ in range(2)]
-    failed_before = {r["id"] for r in httpx.get(demo.server.url + "/api/v1/dead-letters",
-                                                params={"function": "render-report"}).json()["dead_letters"]}
-    assert {r["id"] for r in runs} <= failed_before
+    failed_before = {r["id"]: r["ended_at"] for r in httpx.get(
+        demo.server.url + "/api/v1/dead-letters", params={"function": "render-report"}).json()["dead_letters"]}
+    assert {r["id"] for r in runs} <= set(failed_before)
     b = demo.browser()
     resp = b.post("/dead-letters/redrive", {"csrf": b.csrf("/dead-letters?function=render-report"), "all": "1",
                                             "function": "render-report",
                                             "back": "/dead-letters?function=render-report"})
     assert resp.status_code == 303 and resp.headers["location"] == "/dead-letters?function=render-report"
     assert flash(b, "/dead-letters?function=render-report") == f"flash-ok: Redrove {len(failed_before)} dead letters."
-    for run_id in failed_before:  # each ran again (and failed again: the template is still missing)
-        status_is(demo.server, run_id, "failed")
-        assert api_run(demo.server, run_id)["steps"][-1]["attempts"] == 1
+    for run_id, ended_at in failed_before.items():  # each ran again, and failed again (the template is still
+        # missing): it ended a second time
+        again = wait_until(lambda run_id=run_id, ended_at=ended_at: (r := api_run(demo.server, run_id))["status"]
+                           == "failed" and r["ended_at"] != ended_at and r,
+                           timeout=60, message=lambda run_id=run_id: f"run {run_id} to fail again after its redrive")
+        assert again["steps"][-1]["attempts"] == 1
 
 
 def test_replay_a_failed_run_from_its_page(demo: Demo) -> None:

@@ -20,7 +20,7 @@ from fastapi import FastAPI
 from tests.conftest import sqlite_url
 
 from conveyor.dashboard import pages
-from conveyor.dashboard.pages import Pages, RunItem
+from conveyor.dashboard.pages import Pages, RunItem, TtlCache
 from conveyor.dashboard.params import WINDOWS
 from conveyor.dashboard.routes import create_router
 from conveyor.engine.engine import Engine
@@ -154,3 +154,21 @@ def test_a_pool_link_leads_to_its_section_whatever_its_name(storage: Counted) ->
     target = re.search(r'href="/pools#([^"]+)">a b/c#d<', functions)
     assert target and f'id="{target.group(1)}"' in pools, target
     assert not re.search(r"\s", target.group(1))  # an id has no spaces
+
+
+def test_the_stats_cache_computes_again_once_its_time_is_up() -> None:
+    clock = [1000.0]
+    cache = TtlCache(10.0, clock=lambda: clock[0])
+    computed: list[str] = []
+
+    def compute(key: str) -> int:
+        computed.append(key)
+        return len(computed)
+
+    assert cache.get("hour", lambda: compute("hour")) == 1
+    clock[0] += 9.9
+    assert cache.get("hour", lambda: compute("hour")) == 1  # still fresh: not computed again
+    assert cache.get("day", lambda: compute("day")) == 2  # each key has its own value
+    clock[0] += 0.1
+    assert cache.get("hour", lambda: compute("hour")) == 3  # 10 s after it was computed
+    assert computed == ["hour", "day", "hour"]
