@@ -44,6 +44,10 @@ def define(app: conveyor.Conveyor) -> None:
     def broken(ctx: conveyor.Context) -> None:
         ctx.step.run("explode", _explode)
 
+    @app.function(on="order.later", retries=0)
+    def later(ctx: conveyor.Context) -> None:
+        ctx.step.sleep("nap", 3600)
+
 
 def _explode() -> None:
     raise RuntimeError("exploded on purpose")
@@ -296,6 +300,12 @@ def test_get_run_equals_the_database_apps(server: Server, db_app: Any, make_prod
     assert [r.id for r in producer.list_runs(function="handle-order", status="completed")] == [run_id]
     logs = producer.run_logs(run_id)
     assert [entry["message"] for entry in logs] == [e["message"] for e in db_app.run_logs(run_id)]
+
+    sleeping = producer.send("order.later")
+    db_app.drain()
+    sleeping_id = db_app.runs_for_event(sleeping)[0].id
+    assert producer.get_run(sleeping_id) == db_app.get_run(sleeping_id)  # when it wakes, too
+    assert producer.get_run(sleeping_id).steps[0].wake_at is not None
 
 
 def test_management_calls(server: Server, db_app: Any, make_producer: Any) -> None:

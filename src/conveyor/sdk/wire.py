@@ -396,7 +396,7 @@ def run_from_json(doc: dict[str, Any]) -> Run:
     )
     steps = [
         StepRecord(s["id"], s["kind"], s["status"], s["attempts"], s.get("output"), s.get("error"),
-                   _time(s.get("started_at")), _time(s.get("ended_at")))
+                   _time(s.get("started_at")), _time(s.get("ended_at")), _time(s.get("wake_at")))
         for s in doc.get("steps") or ()
     ]
     return Run(
